@@ -1,0 +1,157 @@
+"""Jobs and their stages in PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from repositories.db import Connection
+from repositories.errors import translated
+from repositories.paging import Page, decode_cursor, encode_cursor
+from schemas.exceptions import NotFound
+from schemas.ids import JobId
+from schemas.records import JobEvent, JobRecord, StageRecord
+from schemas.results import StageResultContract
+from schemas.status import JobStatus
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What advance_job_stage answered: whether this call moved the job, and where it is."""
+
+    advanced: bool
+    status: JobStatus
+    stage: int
+
+
+class JobRepository:
+    def __init__(self, pool: ConnectionPool[Connection]) -> None:
+        self._pool = pool
+
+    def submit(
+        self,
+        job_id: JobId,
+        job_type: str,
+        parameters: dict[str, Any],
+        stage_names: Sequence[str],
+        rerun_of: JobId | None = None,
+        actor: str = "api",
+    ) -> bool:
+        """Insert the job and its pending stages; return False when the job existed already."""
+        with translated("submit job", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT submit_job(%s, %s, %s, %s, %s, %s) AS created",
+                (job_id, job_type, Jsonb(parameters), list(stage_names), rerun_of, actor),
+            ).fetchone()
+        return bool(row and row["created"])
+
+    def get(self, job_id: JobId) -> JobRecord:
+        """Return the job, or raise NotFound."""
+        with translated("get job", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound("job not found", job_id=job_id)
+        return JobRecord.model_validate(row)
+
+    def find(
+        self,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[JobRecord]:
+        """Return jobs newest first, filtered, one page at a time."""
+        after = decode_cursor(cursor)
+        query = (
+            "SELECT * FROM jobs WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)"
+            " AND (%(at)s::timestamptz IS NULL OR (created_at, job_id) < (%(at)s, %(id)s))"
+            " ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s"
+        )
+        params = {
+            "status": status.value if status else None,
+            "job_type": job_type,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit + 1,
+        }
+        with translated("list jobs"), self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        jobs = [JobRecord.model_validate(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(jobs, encode_cursor(jobs[-1].created_at, jobs[-1].job_id) if more else None)
+
+    def stages(self, job_id: JobId) -> list[StageRecord]:
+        """Return the job's stage rows in order."""
+        with translated("get stages", job_id=job_id), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM job_stages WHERE job_id = %s ORDER BY stage", (job_id,)
+            ).fetchall()
+        return [StageRecord.model_validate(row) for row in rows]
+
+    def stage(self, job_id: JobId, stage: int) -> StageRecord:
+        """Return one stage row, or raise NotFound."""
+        with translated("get stage", job_id=job_id, stage=stage), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM job_stages WHERE job_id = %s AND stage = %s", (job_id, stage)
+            ).fetchone()
+        if row is None:
+            raise NotFound("stage not found", job_id=job_id, stage=stage)
+        return StageRecord.model_validate(row)
+
+    def mark_dispatched(self, job_id: JobId, stage: int) -> None:
+        """Record that the job message for `stage` was sent (the outbox marker)."""
+        with translated("mark job dispatched", job_id=job_id), self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE jobs SET dispatched_at = now() WHERE job_id = %s AND stage = %s",
+                (job_id, stage),
+            )
+
+    def advance(
+        self,
+        job_id: JobId,
+        stage_result: StageResultContract,
+        job_status: JobStatus | None = None,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        actor: str = "engine",
+    ) -> Advance:
+        """Leave the stage of `stage_result`: next stage, or finish with `job_status`."""
+        stage = stage_result.stage
+        with translated("advance job", job_id=job_id, stage=stage), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM advance_job_stage(%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    job_id,
+                    stage,
+                    stage_result.status.value,
+                    Jsonb(stage_result.model_dump(mode="json")),
+                    job_status.value if job_status else None,
+                    Jsonb(result) if result is not None else None,
+                    Jsonb(error) if error is not None else None,
+                    actor,
+                ),
+            ).fetchone()
+        assert row is not None
+        return Advance(bool(row["advanced"]), JobStatus(str(row["status"])), int(str(row["stage"])))
+
+    def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]:
+        """Cancel an unfinished job; return (cancelled now, status)."""
+        with translated("cancel job", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM cancel_job(%s, %s, %s)", (job_id, actor, reason)
+            ).fetchone()
+        assert row is not None
+        return bool(row["cancelled"]), JobStatus(str(row["status"]))
+
+    def events(self, job_id: JobId) -> list[JobEvent]:
+        """Return the job's history, oldest first."""
+        with translated("get events", job_id=job_id), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM job_events WHERE job_id = %s ORDER BY event_id", (job_id,)
+            ).fetchall()
+        return [JobEvent.model_validate(row) for row in rows]

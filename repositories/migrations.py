@@ -1,0 +1,108 @@
+"""Apply and revert the numbered migrations in sql/, each in one transaction with its row."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from repositories.db import set_search_path
+from repositories.errors import translated
+from schemas.exceptions import MigrationError
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    up: Path
+    down: Path
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """Return the migrations in version order; each needs an up and a down file."""
+    found: dict[int, dict[str, Path]] = {}
+    names: dict[int, str] = {}
+    for path in sql_dir.glob("*.sql"):
+        match = FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name} is not named NNNN_name.up.sql / .down.sql")
+        version = int(match["version"])
+        found.setdefault(version, {})[match["direction"]] = path
+        names[version] = match["name"]
+    migrations = []
+    for version in sorted(found):
+        files = found[version]
+        if set(files) != {"up", "down"}:
+            raise MigrationError("migration lacks its up or down file", version=version)
+        migrations.append(Migration(version, names[version], files["up"], files["down"]))
+    if [m.version for m in migrations] != list(range(1, len(migrations) + 1)):
+        raise MigrationError("migration versions must be 1, 2, 3, ... without gaps")
+    return migrations
+
+
+def _prepare(conn: psycopg.Connection[object], schema: str) -> None:
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    set_search_path(conn, schema)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    conn.commit()
+
+
+def applied_versions(conn: psycopg.Connection[object]) -> list[int]:
+    """Return the versions recorded in schema_migrations, ascending."""
+    rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    return [int(row[0]) for row in rows]  # type: ignore[index]
+
+
+def _apply(conn: psycopg.Connection[object], migration: Migration, up: bool) -> None:
+    script = (migration.up if up else migration.down).read_text()
+    with translated("migrate", version=migration.version, up=up), conn.transaction():
+        # Take the lock inside the transaction so concurrent runners apply each version once.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('lightsout.migrations'))")
+        present = migration.version in applied_versions(conn)
+        if present == up:
+            return
+        conn.execute(script.encode())
+        if up:
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+        else:
+            conn.execute("DELETE FROM schema_migrations WHERE version = %s", (migration.version,))
+
+
+def migrate(conninfo: str, schema: str = "lightsout", target: int | None = None) -> list[int]:
+    """Move the schema to `target` (default: the newest); return the versions applied afterwards."""
+    migrations = discover()
+    goal = len(migrations) if target is None else target
+    if not 0 <= goal <= len(migrations):
+        raise MigrationError(f"target must be between 0 and {len(migrations)}", target=target)
+    with translated("migrate", schema=schema), psycopg.connect(conninfo) as conn:
+        _prepare(conn, schema)
+        current = applied_versions(conn)
+        for migration in migrations:
+            if migration.version <= goal and migration.version not in current:
+                _apply(conn, migration, up=True)
+        for migration in reversed(migrations):
+            if migration.version > goal and migration.version in current:
+                _apply(conn, migration, up=False)
+        return applied_versions(conn)
+
+
+def status(conninfo: str, schema: str = "lightsout") -> tuple[list[int], list[int]]:
+    """Return (applied, pending) versions."""
+    with translated("migration status", schema=schema), psycopg.connect(conninfo) as conn:
+        _prepare(conn, schema)
+        applied = applied_versions(conn)
+    return applied, [m.version for m in discover() if m.version not in applied]

@@ -1,0 +1,218 @@
+"""Tasks in PostgreSQL: bulk creation, claims, completion (the fan-in), retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from repositories.db import Connection
+from repositories.errors import translated
+from repositories.paging import Page, decode_cursor, encode_cursor
+from schemas.exceptions import NotFound
+from schemas.ids import JobId, TaskId, make_task_id
+from schemas.records import Claim, Completion, TaskError, TaskRecord
+from schemas.status import TaskStatus
+
+COPY_TASKS = (
+    "COPY tasks (task_id, job_id, stage, task_index, task_type, parameters, max_attempts)"
+    " FROM STDIN"
+)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to create: its index in the stage gives its deterministic id."""
+
+    task_type: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 3
+
+
+class TaskRepository:
+    def __init__(self, pool: ConnectionPool[Connection]) -> None:
+        self._pool = pool
+
+    def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool:
+        """Start the stage with its task rows in one transaction; False if already started."""
+        with (
+            translated("start stage", job_id=job_id, stage=stage),
+            self._pool.connection() as conn,
+        ):
+            row = conn.execute(
+                "SELECT start_stage(%s, %s, %s) AS started", (job_id, stage, len(tasks))
+            ).fetchone()
+            if not (row and row["started"]):
+                return False
+            with conn.cursor().copy(COPY_TASKS) as copy:
+                for index, task in enumerate(tasks):
+                    copy.write_row(
+                        (
+                            make_task_id(job_id, stage, index),
+                            job_id,
+                            stage,
+                            index,
+                            task.task_type,
+                            json.dumps(task.parameters),
+                            task.max_attempts,
+                        )
+                    )
+        return True
+
+    def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]:
+        """Claim each task for its next attempt; tasks another delivery holds are left out."""
+        with translated("claim tasks", worker=worker), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM claim_tasks(%s, %s) ORDER BY task_index", (list(task_ids), worker)
+            ).fetchall()
+        return [Claim.model_validate(row) for row in rows]
+
+    def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion:
+        """Mark the claimed attempt completed and count it off its stage."""
+        return self._finish(task_id, attempt, TaskStatus.COMPLETED, result, None)
+
+    def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
+        """Mark the claimed attempt failed for good and count it off its stage."""
+        return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+
+    def _finish(
+        self,
+        task_id: TaskId,
+        attempt: int,
+        status: TaskStatus,
+        result: dict[str, Any] | None,
+        error: TaskError | None,
+    ) -> Completion:
+        with translated("complete task", task_id=task_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM complete_task_and_check_stage(%s, %s, %s, %s, %s)",
+                (
+                    task_id,
+                    attempt,
+                    status.value,
+                    Jsonb(result) if result is not None else None,
+                    Jsonb(error.model_dump(mode="json")) if error else None,
+                ),
+            ).fetchone()
+        return Completion.model_validate(row)
+
+    def fail_unclaimed(
+        self, task_id: TaskId, error: TaskError, actor: str, reason: str
+    ) -> Completion:
+        """Fail a task whatever attempt holds it (poison message, janitor)."""
+        with translated("fail task", task_id=task_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM fail_task_and_check_stage(%s, %s, %s, %s)",
+                (task_id, Jsonb(error.model_dump(mode="json")), actor, reason),
+            ).fetchone()
+        return Completion.model_validate(row)
+
+    def retry(self, task_id: TaskId, attempt: int, error: TaskError, delay: timedelta) -> bool:
+        """Move the claimed attempt to retrying; its message is re-sent after `delay`."""
+        with translated("retry task", task_id=task_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT retry_task(%s, %s, %s, %s) AS retried",
+                (task_id, attempt, Jsonb(error.model_dump(mode="json")), delay),
+            ).fetchone()
+        return bool(row and row["retried"])
+
+    def heartbeat(self, task_ids: Sequence[TaskId], worker: str) -> int:
+        """Refresh the lease of running tasks this worker holds; return how many it holds."""
+        with translated("heartbeat", worker=worker), self._pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE tasks SET heartbeat_at = now() WHERE task_id = ANY (%s)"
+                " AND status = 'processing' AND claimed_by = %s",
+                (list(task_ids), worker),
+            )
+            return cur.rowcount
+
+    def mark_dispatched(self, task_ids: Sequence[TaskId]) -> None:
+        """Record that the messages naming these tasks were sent (the outbox marker)."""
+        with translated("mark tasks dispatched"), self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE tasks SET dispatched_at = now() WHERE task_id = ANY (%s)"
+                " AND dispatched_at IS NULL",
+                (list(task_ids),),
+            )
+
+    def get(self, task_id: TaskId) -> TaskRecord:
+        """Return one task, or raise NotFound."""
+        with translated("get task", task_id=task_id), self._pool.connection() as conn:
+            row = conn.execute("SELECT * FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
+        if row is None:
+            raise NotFound("task not found", task_id=task_id)
+        return TaskRecord.model_validate(row)
+
+    def find(
+        self,
+        job_id: JobId,
+        stage: int | None = None,
+        status: TaskStatus | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[TaskRecord]:
+        """Return the job's tasks in (stage, index) order, filtered, one page at a time."""
+        after = decode_cursor(cursor)
+        query = (
+            "SELECT * FROM tasks WHERE job_id = %(job)s"
+            " AND (%(stage)s::integer IS NULL OR stage = %(stage)s)"
+            " AND (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(s)s::integer IS NULL OR (stage, task_index) > (%(s)s, %(i)s))"
+            " ORDER BY stage, task_index LIMIT %(limit)s"
+        )
+        params = {
+            "job": job_id,
+            "stage": stage,
+            "status": status.value if status else None,
+            "s": int(after[0]) if after else None,
+            "i": int(after[1]) if after else None,
+            "limit": limit + 1,
+        }
+        with translated("list tasks", job_id=job_id), self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        tasks = [TaskRecord.model_validate(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = tasks[-1] if tasks else None
+        return Page(tasks, encode_cursor(last.stage, last.task_index) if more and last else None)
+
+    def results(
+        self, job_id: JobId, stage: int, page_size: int = 5000
+    ) -> Iterator[list[tuple[int, dict[str, Any] | None]]]:
+        """Yield (task_index, result) of the stage's completed tasks, a page at a time."""
+        last = -1
+        while True:
+            with translated("read results", job_id=job_id), self._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT task_index, result FROM tasks WHERE job_id = %s AND stage = %s"
+                    " AND status = 'completed' AND task_index > %s"
+                    " ORDER BY task_index LIMIT %s",
+                    (job_id, stage, last, page_size),
+                ).fetchall()
+            if not rows:
+                return
+            page = [(int(str(r["task_index"])), _json_object(r["result"])) for r in rows]
+            yield page
+            last = page[-1][0]
+
+    def failed_ids(self, job_id: JobId, stage: int, limit: int) -> list[TaskId]:
+        """Return up to `limit` ids of the stage's failed tasks."""
+        with translated("failed tasks", job_id=job_id), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT task_id FROM tasks WHERE job_id = %s AND stage = %s"
+                " AND status = 'failed' ORDER BY task_index LIMIT %s",
+                (job_id, stage, limit),
+            ).fetchall()
+        return [TaskId(str(r["task_id"])) for r in rows]
+
+
+def _json_object(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"task result must be a JSON object, got {type(value).__name__}")
+    return value

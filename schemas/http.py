@@ -1,0 +1,123 @@
+"""HTTP request and response bodies of the API (DESIGN "Interfaces users depend on")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.ids import JobIdField, TaskIdField
+from schemas.records import TaskError
+from schemas.status import JobStatus, TaskStatus
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(_Body):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(_Body):
+    """Every 4xx/5xx answer: what went wrong, and which fields when parameters were invalid."""
+
+    error: str
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class SubmitResponse(_Body):
+    job_id: JobIdField
+    job_type: str
+    status: JobStatus
+    status_url: str
+    created: bool
+
+
+class Progress(_Body):
+    total: int
+    completed: int
+    failed: int
+    remaining: int
+
+
+class JobView(_Body):
+    job_id: JobIdField
+    job_type: str
+    status: JobStatus
+    stage: int
+    total_stages: int
+    parameters: dict[str, Any]
+    stage_results: dict[str, dict[str, Any]]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    progress: Progress
+    rerun_of: JobIdField | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class JobSummary(_Body):
+    job_id: JobIdField
+    job_type: str
+    status: JobStatus
+    stage: int
+    total_stages: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobList(_Body):
+    jobs: list[JobSummary]
+    next_cursor: str | None
+
+
+class TaskView(_Body):
+    task_id: TaskIdField
+    stage: int
+    task_index: int
+    task_type: str
+    status: TaskStatus
+    attempt: int
+    result: dict[str, Any] | None
+    error: TaskError | None
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class TaskList(_Body):
+    tasks: list[TaskView]
+    next_cursor: str | None
+
+
+class StageInfo(_Body):
+    stage: int
+    name: str
+    task_type: str
+    tasks_per_message: int
+
+
+class JobTypeInfo(_Body):
+    job_type: str
+    description: str
+    stages: list[StageInfo]
+    parameters_schema: dict[str, Any]
+
+
+class JobTypeList(_Body):
+    job_types: list[JobTypeInfo]
+
+
+class HealthBody(_Body):
+    status: str
+    checks: dict[str, str]
+
+
+class CancelResponse(_Body):
+    job_id: JobIdField
+    status: JobStatus

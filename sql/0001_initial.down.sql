@@ -1,0 +1,14 @@
+DROP FUNCTION cancel_job(text, text, text);
+DROP FUNCTION advance_job_stage(text, integer, text, jsonb, text, jsonb, jsonb, text);
+DROP FUNCTION retry_task(text, integer, jsonb, interval);
+DROP FUNCTION fail_task_and_check_stage(text, jsonb, text, text);
+DROP FUNCTION complete_task_and_check_stage(text, integer, text, jsonb, jsonb);
+DROP FUNCTION finish_task(text, integer, text, jsonb, jsonb, text[], text, text);
+DROP FUNCTION claim_tasks(text[], text);
+DROP FUNCTION start_stage(text, integer, integer);
+DROP FUNCTION submit_job(text, text, jsonb, text[], text, text);
+DROP TABLE poison_messages;
+DROP TABLE job_events;
+DROP TABLE tasks;
+DROP TABLE job_stages;
+DROP TABLE jobs;
