@@ -148,6 +148,14 @@ class JobRepository:
         assert row is not None
         return bool(row["cancelled"]), JobStatus(str(row["status"]))
 
+    def fail(self, job_id: JobId, error: dict[str, Any], actor: str, reason: str) -> bool:
+        """Fail an unfinished job with `error`; return whether this call failed it."""
+        with translated("fail job", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT * FROM fail_job(%s, %s, %s, %s)", (job_id, Jsonb(error), actor, reason)
+            ).fetchone()
+        return bool(row and row["failed"])
+
     def events(self, job_id: JobId) -> list[JobEvent]:
         """Return the job's history, oldest first."""
         with translated("get events", job_id=job_id), self._pool.connection() as conn:

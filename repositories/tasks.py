@@ -140,6 +140,17 @@ class TaskRepository:
                 (list(task_ids),),
             )
 
+    def undispatched(self, job_id: JobId, stage: int) -> list[TaskId]:
+        """Return the stage's queued or retrying tasks whose message was never sent."""
+        with translated("undispatched tasks", job_id=job_id), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT task_id FROM tasks WHERE job_id = %s AND stage = %s"
+                " AND dispatched_at IS NULL AND status IN ('queued', 'retrying')"
+                " ORDER BY task_index",
+                (job_id, stage),
+            ).fetchall()
+        return [TaskId(str(r["task_id"])) for r in rows]
+
     def get(self, task_id: TaskId) -> TaskRecord:
         """Return one task, or raise NotFound."""
         with translated("get task", task_id=task_id), self._pool.connection() as conn:

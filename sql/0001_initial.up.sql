@@ -374,17 +374,27 @@ BEGIN
     RETURN QUERY SELECT true, v_job.status, v_job.stage;
 END $$;
 
--- Cancel a job that has not finished: its open stages and tasks end cancelled.
-CREATE FUNCTION cancel_job(p_job_id text, p_actor text, p_reason text)
-RETURNS TABLE (cancelled boolean, status text)
+-- End a job that has not finished, as cancelled (operator) or failed (a reason the engine
+-- found): its open tasks are cancelled and counted off; its current stage ends failed (for a
+-- failed job) or cancelled, and the stages it never reached end cancelled.
+CREATE FUNCTION stop_job(p_job_id text, p_status text, p_error jsonb, p_actor text, p_reason text)
+RETURNS TABLE (stopped boolean, status text)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
     v_job jobs%ROWTYPE;
 BEGIN
+    IF p_status NOT IN ('failed', 'cancelled') THEN
+        RAISE EXCEPTION 'stop_job: % is not failed or cancelled (job %)', p_status, p_job_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_status = 'failed' AND p_error IS NULL THEN
+        RAISE EXCEPTION 'stop_job: failing job % needs an error', p_job_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'cancel_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'stop_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
     IF v_job.status NOT IN ('queued', 'processing') THEN
         RETURN QUERY SELECT false, v_job.status;
@@ -400,11 +410,26 @@ BEGIN
     )
     UPDATE job_stages s SET remaining = s.remaining - p.n, cancelled_count = s.cancelled_count + p.n
       FROM per_stage p WHERE s.job_id = p_job_id AND s.stage = p.stage;
-    UPDATE job_stages s SET status = 'cancelled', finished_at = now()
+    UPDATE job_stages s
+       SET status = CASE WHEN p_status = 'failed' AND s.status = 'processing' THEN 'failed'
+                         ELSE 'cancelled' END,
+           finished_at = now()
      WHERE s.job_id = p_job_id AND s.status IN ('pending', 'processing');
-    UPDATE jobs j SET status = 'cancelled', finished_at = now(), updated_at = now()
+    UPDATE jobs j SET status = p_status, error = p_error, finished_at = now(), updated_at = now()
      WHERE j.job_id = p_job_id;
-    INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, reason)
-    VALUES (p_job_id, v_job.stage, 'job_status', v_job.status, 'cancelled', p_actor, p_reason);
-    RETURN QUERY SELECT true, 'cancelled'::text;
+    INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, reason, detail)
+    VALUES (p_job_id, v_job.stage, 'job_status', v_job.status, p_status, p_actor, p_reason, p_error);
+    RETURN QUERY SELECT true, p_status;
 END $$;
+
+CREATE FUNCTION cancel_job(p_job_id text, p_actor text, p_reason text)
+RETURNS TABLE (cancelled boolean, status text)
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    SELECT * FROM stop_job(p_job_id, 'cancelled', NULL, p_actor, p_reason);
+$$;
+
+CREATE FUNCTION fail_job(p_job_id text, p_error jsonb, p_actor text, p_reason text)
+RETURNS TABLE (failed boolean, status text)
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    SELECT * FROM stop_job(p_job_id, 'failed', p_error, p_actor, p_reason);
+$$;

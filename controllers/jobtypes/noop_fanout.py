@@ -1,0 +1,79 @@
+"""noop_fanout: self-tests and benchmarks; `tasks` no-op tasks in each of `stages` stages."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controllers.base import (
+    AggregateContext,
+    BaseController,
+    FinalizeContext,
+    RetryPolicy,
+    Stage,
+    TaskContext,
+)
+from controllers.base import BuildContext as Build
+from controllers.registry import register
+
+Json = dict[str, Any]
+MAX_STAGES = 10
+
+
+class NoopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: int = Field(ge=1, le=100_000)
+    stages: int = Field(default=2, ge=1, le=MAX_STAGES)
+    sleep_ms: int = Field(default=0, ge=0, le=600_000)
+    fail_task_indices: list[int] = Field(default_factory=list, max_length=1000)
+    flaky_task_indices: list[int] = Field(default_factory=list, max_length=1000)
+
+
+class InjectedFailure(RuntimeError):
+    """noop_fanout failed a task because its parameters asked it to."""
+
+
+@register
+class NoopFanout(BaseController[NoopParams]):
+    job_type = "noop_fanout"
+    description = "No-op tasks for self-tests and benchmarks, with injected failures."
+    parameters = NoopParams
+    retry = RetryPolicy(max_attempts=3, base_delay_s=0.5, max_delay_s=5.0)
+
+    def define_stages(self) -> list[Stage[NoopParams]]:
+        return [
+            Stage(
+                f"noop_{n}",
+                build=self.build,
+                run=self.run,
+                aggregate=self.count,
+                tasks_per_message=25,
+            )
+            for n in range(1, MAX_STAGES + 1)
+        ]
+
+    def stage_count(self, params: NoopParams) -> int:
+        return params.stages
+
+    def build(self, ctx: Build[NoopParams]) -> list[Json]:
+        return [{} for _ in range(ctx.params.tasks)]
+
+    def run(self, ctx: TaskContext[NoopParams]) -> Json:
+        if ctx.params.sleep_ms:
+            time.sleep(ctx.params.sleep_ms / 1000)
+        if ctx.index in ctx.params.fail_task_indices:
+            raise InjectedFailure(f"task {ctx.index} fails on every attempt")
+        if ctx.index in ctx.params.flaky_task_indices and ctx.attempt == 1:
+            raise InjectedFailure(f"task {ctx.index} fails on its first attempt")
+        return {"attempt": ctx.attempt}
+
+    def count(self, ctx: AggregateContext[NoopParams]) -> Json:
+        retried = sum(1 for _, r in ctx.results() if r.get("attempt", 1) > 1)
+        return {"retried": retried}
+
+    def finalize(self, ctx: FinalizeContext[NoopParams]) -> Json:
+        ran = [r for r in ctx.stage_results.values() if r.task_count]
+        return {"stages": len(ran), "tasks": sum(r.completed_count for r in ran)}

@@ -1,0 +1,218 @@
+"""The stage driver: build and dispatch a stage, and leave it once its last task ends."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext, Json
+from controllers.ports import JobStore, MessageBus, TaskStore
+from controllers.registry import Registry
+from repositories.tasks import NewTask
+from schemas.exceptions import QueueError
+from schemas.ids import JobId, TaskId
+from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.records import JobRecord, StageRecord
+from schemas.results import MAX_FAILED_IDS, StageResultContract
+from schemas.status import JobStatus, StageStatus, TaskStatus
+
+log = logging.getLogger(__name__)
+ERRORS_IN_JOB_ERROR = 20
+
+
+class UserCodeError(Exception):
+    """A job type's build, aggregate or finalize step raised."""
+
+    def __init__(self, phase: str, stage: int, cause: BaseException) -> None:
+        super().__init__(f"{phase} of stage {stage} raised {type(cause).__name__}: {cause}")
+        self.phase, self.stage, self.cause = phase, stage, cause
+
+    def as_error(self) -> Json:
+        return {
+            "message": str(self),
+            "phase": self.phase,
+            "stage": self.stage,
+            "type": type(self.cause).__name__,
+            "traceback": "".join(traceback.format_exception(self.cause)),
+        }
+
+
+@dataclass
+class StageDriver:
+    jobs: JobStore
+    tasks: TaskStore
+    bus: MessageBus
+    registry: Registry
+
+    def process_stage(self, msg: JobQueueMessage) -> None:
+        """Build the stage's tasks once, then send every task message not yet sent."""
+        job = self.jobs.get(msg.job_id)
+        if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) or job.stage != msg.stage:
+            log.info(
+                "job %s is %s at stage %d; message for stage %d ignored",
+                job.job_id,
+                job.status,
+                job.stage,
+                msg.stage,
+            )
+            return
+        controller = self.registry.get(job.job_type)
+        if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
+            try:
+                specs = self._build(controller, job, msg.stage)
+            except UserCodeError as exc:
+                self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
+                return
+            self.tasks.start_stage(job.job_id, msg.stage, specs)
+        stage = self.jobs.stage(job.job_id, msg.stage)
+        if stage.status is not StageStatus.PROCESSING:
+            return
+        if stage.remaining == 0:
+            self.finish_stage(job.job_id, msg.stage)
+            return
+        self.dispatch(job.job_id, msg.stage, controller.stage(msg.stage).tasks_per_message)
+
+    def _build(self, controller: BaseController[Any], job: JobRecord, stage: int) -> list[NewTask]:
+        declared = controller.stage(stage)
+        ctx = BuildContext(
+            job_id=job.job_id,
+            stage=stage,
+            params=controller.parameters.model_validate(job.parameters),
+            stage_results=_stage_results(job),
+            previous_pages=lambda: self._pages(job.job_id, stage - 1),
+        )
+        try:
+            specs = [dict(spec) for spec in declared.build(ctx)]
+        except Exception as exc:
+            raise UserCodeError("build", stage, exc) from exc
+        attempts = controller.max_attempts(stage)
+        return [NewTask(declared.name, spec, attempts) for spec in specs]
+
+    def _pages(self, job_id: JobId, stage: int) -> Iterator[list[tuple[int, Json | None]]]:
+        return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
+
+    def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
+        """Send the stage's unsent tasks, `per_message` to a message; mark what was sent."""
+        ids = self.tasks.undispatched(job_id, stage)
+        msgs = [
+            TaskQueueMessage(job_id=job_id, stage=stage, task_ids=ids[i : i + per_message])
+            for i in range(0, len(ids), per_message)
+        ]
+        try:
+            sent = self.bus.send_tasks(msgs)
+        except QueueError as exc:
+            self.tasks.mark_dispatched(_task_ids(getattr(exc, "sent", ())))
+            raise
+        self.tasks.mark_dispatched(_task_ids(sent))
+        return len(ids)
+
+    def finish_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> None:
+        """Record the stage's result and move the job on; a no-op unless the stage is done."""
+        job = self.jobs.get(job_id)
+        row = self.jobs.stage(job_id, stage)
+        if job.status is not JobStatus.PROCESSING or job.stage != stage:
+            return
+        if row.status is not StageStatus.PROCESSING or row.remaining != 0:
+            return
+        controller = self.registry.get(job.job_type)
+        try:
+            result = self._stage_result(controller, job, row)
+            if result.status is StageStatus.FAILED:
+                self.jobs.advance(
+                    job_id, result, JobStatus.FAILED, None, self._failure(job_id, result), actor
+                )
+            elif stage == job.total_stages:
+                self._complete(controller, job, result, actor)
+            elif self.jobs.advance(job_id, result, actor=actor).advanced:
+                self.send_stage(job_id, stage + 1)
+        except UserCodeError as exc:
+            self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
+
+    def send_stage(self, job_id: JobId, stage: int) -> None:
+        """Send the job message of `stage` and record that it was sent."""
+        self.bus.send_job(JobQueueMessage(job_id=job_id, stage=stage))
+        self.jobs.mark_dispatched(job_id, stage)
+
+    def _stage_result(
+        self, controller: BaseController[Any], job: JobRecord, row: StageRecord
+    ) -> StageResultContract:
+        declared = controller.stage(row.stage)
+        ctx = AggregateContext(
+            job_id=job.job_id,
+            stage=row.stage,
+            params=controller.parameters.model_validate(job.parameters),
+            results_pages=lambda: self.tasks.results(job.job_id, row.stage),
+        )
+        try:
+            aggregate = dict(declared.aggregate(ctx))
+        except Exception as exc:
+            raise UserCodeError("aggregate", row.stage, exc) from exc
+        failed = self._failed_ids(job.job_id, row) if row.failed_count else []
+        finished = datetime.now(UTC)
+        return StageResultContract(
+            stage=row.stage,
+            name=declared.name,
+            status=controller.failure_policy.stage_status(row.task_count, row.failed_count),
+            task_count=row.task_count,
+            completed_count=row.completed_count,
+            failed_count=row.failed_count,
+            started_at=row.started_at,
+            finished_at=finished,
+            duration_s=(finished - row.started_at).total_seconds() if row.started_at else 0.0,
+            failed_task_ids=failed,
+            aggregate=aggregate,
+        )
+
+    def _failed_ids(self, job_id: JobId, row: StageRecord) -> list[TaskId]:
+        page = self.tasks.find(job_id, row.stage, TaskStatus.FAILED, limit=MAX_FAILED_IDS)
+        return [task.task_id for task in page.items]
+
+    def _failure(self, job_id: JobId, result: StageResultContract) -> Json:
+        page = self.tasks.find(job_id, result.stage, TaskStatus.FAILED, limit=ERRORS_IN_JOB_ERROR)
+        return {
+            "message": f"stage {result.stage} ({result.name}) failed: {result.failed_count} of "
+            f"{result.task_count} tasks failed",
+            "stage": result.stage,
+            "failed_count": result.failed_count,
+            "failed_task_ids": [str(t) for t in result.failed_task_ids],
+            "errors": [
+                {
+                    "task_id": t.task_id,
+                    **(t.error.model_dump(exclude={"traceback"}) if t.error else {}),
+                }
+                for t in page.items
+            ],
+        }
+
+    def _complete(
+        self,
+        controller: BaseController[Any],
+        job: JobRecord,
+        last: StageResultContract,
+        actor: str,
+    ) -> None:
+        results = {**_stage_results(job), last.key: last}
+        ctx = FinalizeContext(
+            job_id=job.job_id,
+            params=controller.parameters.model_validate(job.parameters),
+            stage_results=results,
+        )
+        try:
+            output = dict(controller.finalize(ctx))
+        except Exception as exc:
+            raise UserCodeError("finalize", last.stage, exc) from exc
+        with_errors = any(r.status is StageStatus.COMPLETED_WITH_ERRORS for r in results.values())
+        status = JobStatus.COMPLETED_WITH_ERRORS if with_errors else JobStatus.COMPLETED
+        self.jobs.advance(job.job_id, last, status, output, None, actor)
+
+
+def _stage_results(job: JobRecord) -> dict[str, StageResultContract]:
+    return {k: StageResultContract.model_validate(v) for k, v in job.stage_results.items()}
+
+
+def _task_ids(msgs: Sequence[TaskQueueMessage]) -> list[TaskId]:
+    return [task_id for msg in msgs for task_id in msg.task_ids]
