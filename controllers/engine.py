@@ -6,23 +6,24 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import TypeVar
 
 from pydantic import ValidationError
 
-from controllers.base import BaseController
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
 from controllers.worker import TaskRunner
 from schemas.canonical import job_id_for
-from schemas.exceptions import ContractViolation
+from schemas.exceptions import ContractViolation, InvalidParameters
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import JobRecord, TaskError
 from schemas.status import JobStatus
 
 log = logging.getLogger(__name__)
+STALL_GRACE = timedelta(seconds=30)
 
 
 def default_worker_name() -> str:
@@ -61,10 +62,16 @@ class Engine:
     def submit(self, job_type: str, raw_parameters: object, actor: str = "api") -> Submission:
         """Validate and record a job (idempotent by its canonical id) and send its first stage.
 
-        Raises JobTypeError for an unknown type and pydantic.ValidationError for bad parameters.
+        Raises JobTypeError for an unknown type and InvalidParameters for bad parameters.
         """
         controller = self.registry.get(job_type)
-        params = controller.parameters.model_validate(raw_parameters)
+        try:
+            params = controller.parameters.model_validate(raw_parameters)
+        except ValidationError as exc:
+            raise InvalidParameters(
+                f"invalid parameters for {job_type}: {_first_error(exc)}",
+                [dict(e) for e in exc.errors(include_url=False, include_context=False)],
+            ) from exc
         job_id = job_id_for(job_type, params)
         created = self.jobs.submit(
             job_id,
@@ -122,9 +129,17 @@ class Engine:
         if last:
             self.driver.finish_stage(msg.job_id, msg.stage, actor="poison")
 
-    def controller_of(self, job_id: JobId) -> BaseController[Any]:
-        """Return the job type of a job."""
-        return self.registry.get(self.jobs.get(job_id).job_type)
+    def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]:
+        """Cancel an unfinished job; its queued tasks will find nothing to claim."""
+        return self.jobs.cancel(job_id, actor, reason)
+
+    def repair_stalled_stages(self, grace: timedelta = STALL_GRACE) -> int:
+        """Leave every stage whose last task ended without the stage advancing; return how many."""
+        stalled = self.jobs.stalled_stages(grace)
+        for job_id, stage in stalled:
+            log.warning("stage %d of job %s ended but never advanced: advancing", stage, job_id)
+            self.driver.finish_stage(job_id, stage, actor="janitor")
+        return len(stalled)
 
 
 M = TypeVar("M", JobQueueMessage, TaskQueueMessage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -155,6 +156,18 @@ class JobRepository:
                 "SELECT * FROM fail_job(%s, %s, %s, %s)", (job_id, Jsonb(error), actor, reason)
             ).fetchone()
         return bool(row and row["failed"])
+
+    def stalled_stages(self, older_than: timedelta, limit: int = 100) -> list[tuple[JobId, int]]:
+        """Return (job, stage) whose tasks all ended but which did not advance for a while."""
+        with translated("find stalled stages"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT s.job_id, s.stage FROM job_stages s JOIN jobs j USING (job_id)"
+                " WHERE s.status = 'processing' AND s.remaining = 0"
+                " AND j.status = 'processing' AND j.stage = s.stage"
+                " AND j.updated_at < now() - %s ORDER BY j.updated_at LIMIT %s",
+                (older_than, limit),
+            ).fetchall()
+        return [(JobId(str(r["job_id"])), int(str(r["stage"]))) for r in rows]
 
     def events(self, job_id: JobId) -> list[JobEvent]:
         """Return the job's history, oldest first."""

@@ -26,6 +26,14 @@ class ContractViolation(LightsoutError):
     """Data crossing a boundary does not match its contract."""
 
 
+class InvalidParameters(ContractViolation):
+    """The job's parameters do not match its job type's model."""
+
+    def __init__(self, message: str, errors: list[dict[str, object]], **context: object) -> None:
+        super().__init__(message, **context)
+        self.errors = errors
+
+
 class NotFound(LightsoutError):
     """The requested record does not exist."""
 

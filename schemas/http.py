@@ -9,14 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.ids import JobIdField, TaskIdField
 from schemas.records import TaskError
-from schemas.status import JobStatus, TaskStatus
+from schemas.status import JobStatus, StageStatus, TaskStatus
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FieldError(_Body):
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     loc: list[str | int]
     msg: str
     type: str
@@ -45,6 +47,16 @@ class Progress(_Body):
     remaining: int
 
 
+class StageProgress(_Body):
+    stage: int
+    name: str
+    status: StageStatus
+    task_count: int
+    completed: int
+    failed: int
+    remaining: int
+
+
 class JobView(_Body):
     job_id: JobIdField
     job_type: str
@@ -56,6 +68,7 @@ class JobView(_Body):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     progress: Progress
+    stages: list[StageProgress]
     rerun_of: JobIdField | None
     created_at: datetime
     updated_at: datetime

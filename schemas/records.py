@@ -49,6 +49,7 @@ class JobRecord(_Row):
 class StageRecord(_Row):
     job_id: JobIdField
     stage: int = Field(ge=1)
+    name: str
     status: StageStatus
     task_count: int = Field(ge=0)
     remaining: int = Field(ge=0)

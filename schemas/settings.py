@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,8 +17,8 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 QueueName = Annotated[str, Field(pattern=QUEUE_NAME.pattern, min_length=3, max_length=56)]
 
 
-class Settings(BaseSettings):
-    """Every setting the app reads, from the environment (the Functions app settings)."""
+class DatabaseSettings(BaseSettings):
+    """The database settings: all that `lightsout migrate` needs."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
@@ -28,19 +28,11 @@ class Settings(BaseSettings):
     pgdatabase: str | None = Field(default=None, validation_alias="PGDATABASE")
     pguser: str | None = Field(default=None, validation_alias="PGUSER")
     pgpassword: str | None = Field(default=None, validation_alias="PGPASSWORD")
-    storage_connection: str = Field(
-        validation_alias=AliasChoices("AzureWebJobsStorage", "AZUREWEBJOBSSTORAGE"), min_length=1
-    )
-    jobs_queue: QueueName = Field(default="lightsout-jobs", validation_alias="LIGHTSOUT_JOBS_QUEUE")
-    tasks_queue: QueueName = Field(
-        default="lightsout-tasks", validation_alias="LIGHTSOUT_TASKS_QUEUE"
-    )
     schema_name: str = Field(
         default="lightsout", validation_alias="LIGHTSOUT_SCHEMA", pattern=SCHEMA_NAME.pattern
     )
     pool_min_size: int = Field(default=1, ge=0, validation_alias="LIGHTSOUT_POOL_MIN_SIZE")
     pool_max_size: int = Field(default=10, ge=1, validation_alias="LIGHTSOUT_POOL_MAX_SIZE")
-    worker_name: str | None = Field(default=None, validation_alias="LIGHTSOUT_WORKER_NAME")
 
     @field_validator("database_url")
     @classmethod
@@ -50,7 +42,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _database_given(self) -> Settings:
+    def _database_given(self) -> DatabaseSettings:
         if self.database_url is None and self.pghost is None:
             raise ValueError("set DATABASE_URL, or PGHOST (with PGPORT, PGDATABASE, PGUSER)")
         if self.pool_max_size < self.pool_min_size:
@@ -71,6 +63,19 @@ class Settings(BaseSettings):
         }
         return " ".join(f"{k}={v}" for k, v in parts.items() if v)
 
+
+class Settings(DatabaseSettings):
+    """Every setting the app reads, from the environment (the Functions app settings)."""
+
+    storage_connection: str = Field(
+        validation_alias=AliasChoices("AzureWebJobsStorage", "AZUREWEBJOBSSTORAGE"), min_length=1
+    )
+    jobs_queue: QueueName = Field(default="lightsout-jobs", validation_alias="LIGHTSOUT_JOBS_QUEUE")
+    tasks_queue: QueueName = Field(
+        default="lightsout-tasks", validation_alias="LIGHTSOUT_TASKS_QUEUE"
+    )
+    worker_name: str | None = Field(default=None, validation_alias="LIGHTSOUT_WORKER_NAME")
+
     @property
     def jobs_poison_queue(self) -> str:
         return f"{self.jobs_queue}-poison"
@@ -80,10 +85,18 @@ class Settings(BaseSettings):
         return f"{self.tasks_queue}-poison"
 
 
+S = TypeVar("S", bound=DatabaseSettings)
+
+
 def load_settings() -> Settings:
-    """Read the settings, or raise ConfigurationError naming each bad or missing one."""
+    """Read the app's settings, or raise ConfigurationError naming each bad or missing one."""
+    return load(Settings)
+
+
+def load(model: type[S]) -> S:
+    """Read the settings of `model`, or raise ConfigurationError naming each bad one."""
     try:
-        return Settings()
+        return model()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

@@ -75,7 +75,8 @@ STAGE_TRANSITIONS: Mapping[StageStatus, frozenset[StageStatus]] = {
 }
 
 TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.QUEUED: frozenset({TaskStatus.PROCESSING, TaskStatus.CANCELLED}),
+    # queued -> failed: a poison message fails tasks that no worker could claim.
+    TaskStatus.QUEUED: frozenset({TaskStatus.PROCESSING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.PROCESSING: frozenset(
         {
             TaskStatus.COMPLETED,

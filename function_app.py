@@ -1,0 +1,11 @@
+"""The Azure Functions app: registration only (see triggers/ for the functions)."""
+
+import azure.functions as func
+
+from triggers import http, janitor, poison, queues
+
+app = func.FunctionApp()
+app.register_functions(http.bp)
+app.register_functions(queues.bp)
+app.register_functions(poison.bp)
+app.register_functions(janitor.bp)

@@ -1,0 +1,1 @@
+"""The local host and the command line of Lightsout."""

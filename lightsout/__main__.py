@@ -1,0 +1,7 @@
+"""`python -m lightsout ...`"""
+
+import sys
+
+from lightsout.cli import main
+
+sys.exit(main())

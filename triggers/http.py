@@ -1,0 +1,190 @@
+"""HTTP routes of the API (DESIGN "Interfaces users depend on")."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+import azure.functions as func
+
+from schemas.exceptions import Conflict
+from schemas.http import (
+    CancelResponse,
+    HealthBody,
+    JobList,
+    JobSummary,
+    JobTypeInfo,
+    JobTypeList,
+    JobView,
+    Progress,
+    StageInfo,
+    StageProgress,
+    SubmitResponse,
+    TaskList,
+    TaskView,
+)
+from schemas.ids import JobId, parse_job_id
+from schemas.records import JobRecord
+from schemas.status import JobStatus, TaskStatus
+from triggers.responses import BadRequest, answer_errors, int_param, json_body, json_response
+from triggers.runtime import runtime
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
+ANON = func.AuthLevel.ANONYMOUS
+E = TypeVar("E", bound=StrEnum)
+
+
+@bp.route(route="jobs/{job_type}", methods=["POST"], auth_level=ANON)
+@answer_errors
+def submit_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Submit a job: 202 when new, 200 with the same body when it existed."""
+    submission = runtime().engine.submit(req.route_params["job_type"], json_body(req))
+    job = submission.job
+    body = SubmitResponse(
+        job_id=job.job_id,
+        job_type=job.job_type,
+        status=job.status,
+        status_url=f"/api/jobs/{job.job_id}",
+        created=submission.created,
+    )
+    return json_response(body, 202 if submission.created else 200)
+
+
+@bp.route(route="jobs/{job_id}", methods=["GET"], auth_level=ANON)
+@answer_errors
+def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Return a job with its stage results and progress."""
+    job = runtime().jobs.get(_job_id(req))
+    return json_response(job_view(job))
+
+
+@bp.route(route="jobs", methods=["GET"], auth_level=ANON)
+@answer_errors
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """List jobs newest first, filtered by status and job_type."""
+    page = runtime().jobs.find(
+        status=_enum_param(req, "status", JobStatus),
+        job_type=req.params.get("job_type") or None,
+        limit=int_param(req, "limit", 50, 1, 500) or 50,
+        cursor=req.params.get("cursor") or None,
+    )
+    summaries = [JobSummary.model_validate(job.model_dump()) for job in page.items]
+    return json_response(JobList(jobs=summaries, next_cursor=page.next_cursor))
+
+
+@bp.route(route="jobs/{job_id}/tasks", methods=["GET"], auth_level=ANON)
+@answer_errors
+def list_tasks(req: func.HttpRequest) -> func.HttpResponse:
+    """List a job's tasks, filtered by stage and status."""
+    job_id = _job_id(req)
+    rt = runtime()
+    rt.jobs.get(job_id)  # 404 for an unknown job rather than an empty list
+    page = rt.tasks.find(
+        job_id,
+        stage=int_param(req, "stage", None, 1, 1000),
+        status=_enum_param(req, "status", TaskStatus),
+        limit=int_param(req, "limit", 100, 1, 1000) or 100,
+        cursor=req.params.get("cursor") or None,
+    )
+    views = [TaskView.model_validate(task.model_dump()) for task in page.items]
+    return json_response(TaskList(tasks=views, next_cursor=page.next_cursor))
+
+
+@bp.route(route="jobs/{job_id}/cancel", methods=["POST"], auth_level=ANON)
+@answer_errors
+def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel an unfinished job: 202; 409 when it has finished already."""
+    job_id = _job_id(req)
+    actor = req.headers.get("x-lightsout-actor") or "api"
+    cancelled, status = runtime().engine.cancel(job_id, actor, "cancelled over the API")
+    if not cancelled:
+        raise Conflict(f"job has already finished as {status.value}", job_id=job_id)
+    return json_response(CancelResponse(job_id=job_id, status=status), 202)
+
+
+@bp.route(route="job-types", methods=["GET"], auth_level=ANON)
+@answer_errors
+def job_types(req: func.HttpRequest) -> func.HttpResponse:
+    """Describe each job type: its stages and its parameters' JSON Schema."""
+    infos = [
+        JobTypeInfo(
+            job_type=c.job_type,
+            description=c.description,
+            stages=[
+                StageInfo(
+                    stage=n, name=s.name, task_type=s.name, tasks_per_message=s.tasks_per_message
+                )
+                for n, s in enumerate(c.stages, start=1)
+            ],
+            parameters_schema=c.parameters.model_json_schema(),
+        )
+        for c in runtime().engine.registry
+    ]
+    return json_response(JobTypeList(job_types=infos))
+
+
+@bp.route(route="health", methods=["GET"], auth_level=ANON)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """200 when the database and the queues answer, 503 naming what does not."""
+    checks = {"database": _database_problem() or "ok"}
+    try:
+        checks["queues"] = runtime().queues.health() or "ok"
+    except Exception as exc:
+        checks["queues"] = f"{type(exc).__name__}: {exc}"
+    healthy = all(v == "ok" for v in checks.values())
+    body = HealthBody(status="ok" if healthy else "unavailable", checks=checks)
+    return json_response(body, 200 if healthy else 503)
+
+
+def _database_problem() -> str | None:
+    try:
+        with runtime().pool.connection(timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def job_view(job: JobRecord) -> JobView:
+    """Return the API view of a job, with progress from its stage counters."""
+    stages = runtime().jobs.stages(job.job_id)
+    progress = Progress(
+        total=sum(s.task_count for s in stages),
+        completed=sum(s.completed_count for s in stages),
+        failed=sum(s.failed_count for s in stages),
+        remaining=sum(s.remaining for s in stages),
+    )
+    per_stage = [
+        StageProgress(
+            stage=s.stage,
+            name=s.name,
+            status=s.status,
+            task_count=s.task_count,
+            completed=s.completed_count,
+            failed=s.failed_count,
+            remaining=s.remaining,
+        )
+        for s in stages
+    ]
+    return JobView.model_validate(
+        {**job.model_dump(exclude={"dispatched_at"}), "progress": progress, "stages": per_stage}
+    )
+
+
+def _job_id(req: func.HttpRequest) -> JobId:
+    raw = req.route_params.get("job_id", "")
+    try:
+        return parse_job_id(raw)
+    except ValueError as exc:
+        raise BadRequest(f"malformed job id {raw!r}: {exc}") from exc
+
+
+def _enum_param(req: func.HttpRequest, name: str, kind: type[E]) -> E | None:
+    raw = req.params.get(name)
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise BadRequest(f"query parameter {name!r} must be one of {allowed}") from None

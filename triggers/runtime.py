@@ -1,0 +1,63 @@
+"""The process-wide engine: settings, the database pool and the queues, made once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
+from controllers.engine import Engine, default_worker_name
+from controllers.registry import registry
+from repositories.db import Connection, open_pool
+from repositories.jobs import JobRepository
+from repositories.poison import PoisonRepository
+from repositories.queues import QueueRepository, read_message_encoding
+from repositories.tasks import TaskRepository
+from schemas.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    pool: ConnectionPool[Connection]
+    queues: QueueRepository
+    jobs: JobRepository
+    tasks: TaskRepository
+    poison: PoisonRepository
+    engine: Engine
+
+    def close(self) -> None:
+        self.queues.close()
+        self.pool.close()
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """Return the runtime, made on first use from the environment's settings."""
+    settings = load_settings()
+    pool = open_pool(settings)
+    queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
+    jobs, tasks, poison = JobRepository(pool), TaskRepository(pool), PoisonRepository(pool)
+    worker = settings.worker_name or default_worker_name()
+    engine = Engine(jobs, tasks, queues, poison, registry, worker=worker)
+    log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
+    return Runtime(settings, pool, queues, jobs, tasks, poison, engine)
+
+
+def engine() -> Engine:
+    """Return the process-wide engine."""
+    return runtime().engine
+
+
+def reset_runtime() -> None:
+    """Close and forget the runtime (tests switch databases and queues between cases)."""
+    if runtime.cache_info().currsize:
+        runtime().close()
+    runtime.cache_clear()
