@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from controllers.base import BaseController
+from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
 from controllers.worker import TaskRunner
 from schemas.canonical import job_id_for
-from schemas.exceptions import ContractViolation, InvalidParameters
+from schemas.exceptions import ContractViolation, InvalidParameters, NotFound
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import JobRecord, TaskError
@@ -46,6 +49,7 @@ class Engine:
     registry: Registry
     worker: str = field(default_factory=default_worker_name)
     task_concurrency: int = 8
+    heartbeat_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.driver = StageDriver(self.jobs, self.tasks, self.bus, self.registry)
@@ -57,12 +61,16 @@ class Engine:
             self.driver,
             self.worker,
             self.task_concurrency,
+            self.heartbeat_s,
         )
 
-    def submit(self, job_type: str, raw_parameters: object, actor: str = "api") -> Submission:
+    def submit(
+        self, job_type: str, raw_parameters: object, actor: str = "api", force: bool = False
+    ) -> Submission:
         """Validate and record a job (idempotent by its canonical id) and send its first stage.
 
-        Raises JobTypeError for an unknown type and InvalidParameters for bad parameters.
+        With `force`, a job that has finished runs again under a new id naming the job it
+        re-runs. Raises JobTypeError for an unknown type, InvalidParameters for bad ones.
         """
         controller = self.registry.get(job_type)
         try:
@@ -72,20 +80,26 @@ class Engine:
                 f"invalid parameters for {job_type}: {_first_error(exc)}",
                 [dict(e) for e in exc.errors(include_url=False, include_context=False)],
             ) from exc
-        job_id = job_id_for(job_type, params)
+        job_id, rerun_of = job_id_for(job_type, params), None
+        if force and self._finished(job_id):
+            rerun_of, job_id = job_id, job_id_for(job_type, params, f"rerun:{time.time_ns()}")
+        stages = [stage.name for stage in controller.stages[: controller.stage_count(params)]]
         created = self.jobs.submit(
-            job_id,
-            job_type,
-            params.model_dump(mode="json"),
-            [stage.name for stage in controller.stages[: controller.stage_count(params)]],
-            actor=actor,
+            job_id, job_type, params.model_dump(mode="json"), stages, rerun_of, actor
         )
+        crash_point("after_submit_commit")
         job = self.jobs.get(job_id)
         if job.dispatched_at is None and job.status is JobStatus.QUEUED:
             # A new job, or one whose first send was lost: (re)sending is harmless.
             self.driver.send_stage(job_id, job.stage)
             job = self.jobs.get(job_id)
         return Submission(job, created)
+
+    def _finished(self, job_id: JobId) -> bool:
+        try:
+            return self.jobs.get(job_id).status not in (JobStatus.QUEUED, JobStatus.PROCESSING)
+        except NotFound:
+            return False
 
     def handle_job_message(self, msg: JobQueueMessage) -> None:
         """Build and dispatch the stage the message names."""
@@ -133,13 +147,21 @@ class Engine:
         """Cancel an unfinished job; its queued tasks will find nothing to claim."""
         return self.jobs.cancel(job_id, actor, reason)
 
-    def repair_stalled_stages(self, grace: timedelta = STALL_GRACE) -> int:
-        """Leave every stage whose last task ended without the stage advancing; return how many."""
-        stalled = self.jobs.stalled_stages(grace)
-        for job_id, stage in stalled:
-            log.warning("stage %d of job %s ended but never advanced: advancing", stage, job_id)
-            self.driver.finish_stage(job_id, stage, actor="janitor")
-        return len(stalled)
+    def repair_stalled_stages(self, grace: timedelta = STALL_GRACE) -> list[tuple[JobId, int]]:
+        """Leave every stage whose last task ended without the stage advancing.
+
+        Returns the stages this call moved on (another janitor may have moved the rest).
+        """
+        repaired = []
+        for job_id, stage in self.jobs.stalled_stages(grace):
+            if self.driver.finish_stage(job_id, stage, actor="janitor"):
+                log.warning("stage %d of job %s had ended but never advanced", stage, job_id)
+                repaired.append((job_id, stage))
+        return repaired
+
+    def controller_of(self, job_id: JobId) -> BaseController[Any]:
+        """Return the job type of a job (JobTypeError when this deployment lacks it)."""
+        return self.registry.get(self.jobs.get(job_id).job_type)
 
 
 M = TypeVar("M", JobQueueMessage, TaskQueueMessage)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext, Json
+from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from repositories.tasks import NewTask
@@ -67,7 +68,8 @@ class StageDriver:
             except UserCodeError as exc:
                 self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
                 return
-            self.tasks.start_stage(job.job_id, msg.stage, specs)
+            if self.tasks.start_stage(job.job_id, msg.stage, specs):
+                crash_point("after_stage_commit")
         stage = self.jobs.stage(job.job_id, msg.stage)
         if stage.status is not StageStatus.PROCESSING:
             return
@@ -110,27 +112,33 @@ class StageDriver:
         self.tasks.mark_dispatched(_task_ids(sent))
         return len(ids)
 
-    def finish_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> None:
-        """Record the stage's result and move the job on; a no-op unless the stage is done."""
+    def finish_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> bool:
+        """Record the stage's result and move the job on; return whether this call did.
+
+        A no-op (False) unless the job is at `stage` and the stage has no task remaining.
+        """
         job = self.jobs.get(job_id)
         row = self.jobs.stage(job_id, stage)
         if job.status is not JobStatus.PROCESSING or job.stage != stage:
-            return
+            return False
         if row.status is not StageStatus.PROCESSING or row.remaining != 0:
-            return
+            return False
         controller = self.registry.get(job.job_type)
         try:
             result = self._stage_result(controller, job, row)
             if result.status is StageStatus.FAILED:
-                self.jobs.advance(
-                    job_id, result, JobStatus.FAILED, None, self._failure(job_id, result), actor
-                )
-            elif stage == job.total_stages:
-                self._complete(controller, job, result, actor)
-            elif self.jobs.advance(job_id, result, actor=actor).advanced:
+                failure = self._failure(job_id, result)
+                return self.jobs.advance(
+                    job_id, result, JobStatus.FAILED, None, failure, actor
+                ).advanced
+            if stage == job.total_stages:
+                return self._complete(controller, job, result, actor)
+            advanced = self.jobs.advance(job_id, result, actor=actor).advanced
+            if advanced:
                 self.send_stage(job_id, stage + 1)
+            return advanced
         except UserCodeError as exc:
-            self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
+            return self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
 
     def send_stage(self, job_id: JobId, stage: int) -> None:
         """Send the job message of `stage` and record that it was sent."""
@@ -194,7 +202,7 @@ class StageDriver:
         job: JobRecord,
         last: StageResultContract,
         actor: str,
-    ) -> None:
+    ) -> bool:
         results = {**_stage_results(job), last.key: last}
         ctx = FinalizeContext(
             job_id=job.job_id,
@@ -207,7 +215,7 @@ class StageDriver:
             raise UserCodeError("finalize", last.stage, exc) from exc
         with_errors = any(r.status is StageStatus.COMPLETED_WITH_ERRORS for r in results.values())
         status = JobStatus.COMPLETED_WITH_ERRORS if with_errors else JobStatus.COMPLETED
-        self.jobs.advance(job.job_id, last, status, output, None, actor)
+        return self.jobs.advance(job.job_id, last, status, output, None, actor).advanced
 
 
 def _stage_results(job: JobRecord) -> dict[str, StageResultContract]:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from controllers.base import BaseController, RetryPolicy, TaskContext
+from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
@@ -99,6 +100,7 @@ class TaskRunner:
         ):
             completions = list(pool.map(lambda c: self._run(controller, params, c), claims))
         if any(c is not None and c.is_last_task for c in completions):
+            crash_point("before_advance")
             self.driver.finish_stage(msg.job_id, msg.stage)
 
     def _run(self, controller: BaseController[Any], params: Any, claim: Claim) -> Completion | None:

@@ -54,9 +54,10 @@ def _host(args: argparse.Namespace) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
     load_local_settings(args.app_dir, os.environ)
     settings = load(Settings)
-    # The triggers name their queues as %LIGHTSOUT_*_QUEUE%: give the host the defaults.
+    # The triggers name their queues and schedule as %SETTING%: give the host the defaults.
     os.environ.setdefault("LIGHTSOUT_JOBS_QUEUE", settings.jobs_queue)
     os.environ.setdefault("LIGHTSOUT_TASKS_QUEUE", settings.tasks_queue)
+    os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
     if not args.no_migrate:
         migrate(settings.conninfo, settings.schema_name)
     return serve(args.app_dir, port=args.port, concurrency=args.concurrency)

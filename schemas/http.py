@@ -134,3 +134,32 @@ class HealthBody(_Body):
 class CancelResponse(_Body):
     job_id: JobIdField
     status: JobStatus
+
+
+class RetryResponse(_Body):
+    job_id: JobIdField
+    status: JobStatus
+    stage: int
+    retried_tasks: int
+
+
+class PoisonView(_Body):
+    poison_id: int
+    queue_name: str
+    message_id: str
+    body: str
+    dequeue_count: int
+    reason: str
+    job_id: str | None
+    task_ids: list[str]
+    received_at: datetime
+    replayed_at: datetime | None
+
+
+class PoisonList(_Body):
+    poison: list[PoisonView]
+
+
+class ReplayResponse(_Body):
+    poison_id: int
+    queue_name: str

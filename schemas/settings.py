@@ -75,6 +75,25 @@ class Settings(DatabaseSettings):
         default="lightsout-tasks", validation_alias="LIGHTSOUT_TASKS_QUEUE"
     )
     worker_name: str | None = Field(default=None, validation_alias="LIGHTSOUT_WORKER_NAME")
+    task_concurrency: int = Field(
+        default=8, ge=1, le=256, validation_alias="LIGHTSOUT_TASK_CONCURRENCY"
+    )
+    heartbeat_s: float = Field(default=10.0, gt=0, validation_alias="LIGHTSOUT_HEARTBEAT_S")
+    task_lease_s: float = Field(default=60.0, gt=0, validation_alias="LIGHTSOUT_TASK_LEASE_S")
+    sweep_grace_s: float = Field(default=15.0, ge=0, validation_alias="LIGHTSOUT_SWEEP_GRACE_S")
+    stall_s: float = Field(default=600.0, gt=0, validation_alias="LIGHTSOUT_STALL_S")
+    dependency_wait_s: float = Field(
+        default=120.0, ge=0, validation_alias="LIGHTSOUT_DEPENDENCY_WAIT_S"
+    )
+    janitor_schedule: str = Field(
+        default="*/10 * * * * *", validation_alias="LIGHTSOUT_JANITOR_SCHEDULE"
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        if self.heartbeat_s * 2 > self.task_lease_s:
+            raise ValueError("LIGHTSOUT_TASK_LEASE_S must be at least twice LIGHTSOUT_HEARTBEAT_S")
+        return self
 
     @property
     def jobs_poison_queue(self) -> str:

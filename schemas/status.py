@@ -94,6 +94,17 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
+# The one way out of a finished state: an operator's retry of a failed job re-opens the
+# failed stage and re-queues its failed tasks (sql/0002 retry_job). Nothing else uses it.
+RECOVERY_TRANSITIONS: Mapping[
+    JobStatus | StageStatus | TaskStatus, JobStatus | StageStatus | TaskStatus
+] = {
+    JobStatus.FAILED: JobStatus.PROCESSING,
+    StageStatus.FAILED: StageStatus.PROCESSING,
+    TaskStatus.FAILED: TaskStatus.QUEUED,
+}
+
+
 def allowed_from(status: S) -> frozenset[S]:
     """Return the statuses that `status` may move to."""
     if isinstance(status, JobStatus):

@@ -16,7 +16,11 @@ from schemas.http import (
     JobTypeInfo,
     JobTypeList,
     JobView,
+    PoisonList,
+    PoisonView,
     Progress,
+    ReplayResponse,
+    RetryResponse,
     StageInfo,
     StageProgress,
     SubmitResponse,
@@ -38,7 +42,9 @@ E = TypeVar("E", bound=StrEnum)
 @answer_errors
 def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     """Submit a job: 202 when new, 200 with the same body when it existed."""
-    submission = runtime().engine.submit(req.route_params["job_type"], json_body(req))
+    force = (req.params.get("force") or "").lower() in ("1", "true", "yes")
+    actor = req.headers.get("x-lightsout-actor") or "api"
+    submission = runtime().engine.submit(req.route_params["job_type"], json_body(req), actor, force)
     job = submission.job
     body = SubmitResponse(
         job_id=job.job_id,
@@ -100,6 +106,39 @@ def cancel_job(req: func.HttpRequest) -> func.HttpResponse:
     if not cancelled:
         raise Conflict(f"job has already finished as {status.value}", job_id=job_id)
     return json_response(CancelResponse(job_id=job_id, status=status), 202)
+
+
+@bp.route(route="jobs/{job_id}/retry", methods=["POST"], auth_level=ANON)
+@answer_errors
+def retry_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Re-run the failed tasks of a failed job's failed stage and continue the job: 202."""
+    job_id = _job_id(req)
+    actor = req.headers.get("x-lightsout-actor") or "api"
+    stage, count = runtime().recovery.retry_job(job_id, actor)
+    body = RetryResponse(
+        job_id=job_id, status=JobStatus.PROCESSING, stage=stage, retried_tasks=count
+    )
+    return json_response(body, 202)
+
+
+@bp.route(route="poison", methods=["GET"], auth_level=ANON)
+@answer_errors
+def list_poison(req: func.HttpRequest) -> func.HttpResponse:
+    """List recorded poison messages, newest first."""
+    records = runtime().poison.recent(int_param(req, "limit", 100, 1, 1000) or 100)
+    views = [PoisonView.model_validate(r.model_dump()) for r in records]
+    return json_response(PoisonList(poison=views))
+
+
+@bp.route(route="poison/{poison_id}/replay", methods=["POST"], auth_level=ANON)
+@answer_errors
+def replay_poison(req: func.HttpRequest) -> func.HttpResponse:
+    """Send a recorded poison message again to the queue it came from: 202."""
+    raw = req.route_params.get("poison_id", "")
+    if not raw.isdigit():
+        raise BadRequest(f"malformed poison id {raw!r}: expected a number")
+    queue = runtime().recovery.replay_poison(int(raw))
+    return json_response(ReplayResponse(poison_id=int(raw), queue_name=queue), 202)
 
 
 @bp.route(route="job-types", methods=["GET"], auth_level=ANON)

@@ -1,4 +1,4 @@
-"""The janitor timer: finds stalled work and repairs or fails it (DESIGN invariant 8)."""
+"""The janitor timer: finds stalled work and lost messages, and repairs or fails them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it 
 log = logging.getLogger(__name__)
 
 
-@bp.timer_trigger(arg_name="timer", schedule="*/15 * * * * *", run_on_startup=False)
+@bp.timer_trigger(arg_name="timer", schedule="%LIGHTSOUT_JANITOR_SCHEDULE%", run_on_startup=True)
 def janitor(timer: func.TimerRequest) -> None:
-    """Advance stages whose tasks all ended but which never advanced."""
-    repaired = runtime().engine.repair_stalled_stages()
-    if repaired:
-        log.warning("janitor advanced %d stalled stages", repaired)
+    """Reap tasks whose worker died, advance stalled stages, re-send lost messages."""
+    report = runtime().recovery.run_janitor()
+    if report.any():
+        log.warning("janitor: %s", report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from triggers.dependencies import while_unavailable
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
@@ -30,4 +31,10 @@ def _record(
 ) -> None:
     body = msg.get_body().decode("utf-8", errors="replace")
     reason = "every delivery failed (maxDequeueCount reached)"
-    runtime().engine.record_poison(queue, msg.id or "", body, msg.dequeue_count or 0, reason, model)
+    rt = runtime()
+    while_unavailable(
+        lambda: rt.engine.record_poison(
+            queue, msg.id or "", body, msg.dequeue_count or 0, reason, model
+        ),
+        rt.settings.dependency_wait_s,
+    )

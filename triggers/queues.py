@@ -9,6 +9,7 @@ import azure.functions as func
 from controllers.engine import parse_message
 from schemas.exceptions import ContractViolation
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from triggers.dependencies import while_unavailable
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
@@ -25,7 +26,7 @@ def jobs_queue(msg: func.QueueMessage) -> None:
     except ContractViolation as exc:
         _record_malformed(msg, rt.settings.jobs_queue, str(exc), JobQueueMessage)
         return
-    rt.engine.handle_job_message(parsed)
+    while_unavailable(lambda: rt.engine.handle_job_message(parsed), rt.settings.dependency_wait_s)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LIGHTSOUT_TASKS_QUEUE%", connection=CONNECTION)
@@ -37,7 +38,7 @@ def tasks_queue(msg: func.QueueMessage) -> None:
     except ContractViolation as exc:
         _record_malformed(msg, rt.settings.tasks_queue, str(exc), TaskQueueMessage)
         return
-    rt.engine.handle_task_message(parsed)
+    while_unavailable(lambda: rt.engine.handle_task_message(parsed), rt.settings.dependency_wait_s)
 
 
 def _record_malformed(

@@ -5,17 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
 from controllers.engine import Engine, default_worker_name
+from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
 from repositories.db import Connection, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository, read_message_encoding
+from repositories.recovery import RecoveryRepository
 from repositories.tasks import TaskRepository
 from schemas.settings import Settings, load_settings
 
@@ -32,6 +35,7 @@ class Runtime:
     tasks: TaskRepository
     poison: PoisonRepository
     engine: Engine
+    recovery: Recovery
 
     def close(self) -> None:
         self.queues.close()
@@ -46,9 +50,24 @@ def runtime() -> Runtime:
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
     jobs, tasks, poison = JobRepository(pool), TaskRepository(pool), PoisonRepository(pool)
     worker = settings.worker_name or default_worker_name()
-    engine = Engine(jobs, tasks, queues, poison, registry, worker=worker)
+    engine = Engine(
+        jobs,
+        tasks,
+        queues,
+        poison,
+        registry,
+        worker=worker,
+        task_concurrency=settings.task_concurrency,
+        heartbeat_s=settings.heartbeat_s,
+    )
+    timings = Timings(
+        lease=timedelta(seconds=settings.task_lease_s),
+        sweep_grace=timedelta(seconds=settings.sweep_grace_s),
+        stall=timedelta(seconds=settings.stall_s),
+    )
+    recovery = Recovery(engine, RecoveryRepository(pool), queues, poison, timings)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
-    return Runtime(settings, pool, queues, jobs, tasks, poison, engine)
+    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery)
 
 
 def engine() -> Engine:
