@@ -17,11 +17,12 @@ def translated(action: str, **context: object) -> Iterator[None]:
     """Run a database action; re-raise its psycopg errors as LightsoutError with the ids."""
     try:
         yield
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(f"{action}: database unavailable: {exc}", **context) from exc
     except pg_errors.NoDataFound as exc:
         raise NotFound(f"{action}: {exc.diag.message_primary or exc}", **context) from exc
+    # Before OperationalError: psycopg files SQLSTATE class 55 under it.
     except (pg_errors.UniqueViolation, pg_errors.ObjectNotInPrerequisiteState) as exc:
         raise Conflict(f"{action}: {exc.diag.message_primary or exc}", **context) from exc
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"{action}: database unavailable: {exc}", **context) from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"{action}: {exc.diag.message_primary or exc}", **context) from exc

@@ -410,11 +410,21 @@ BEGIN
     )
     UPDATE job_stages s SET remaining = s.remaining - p.n, cancelled_count = s.cancelled_count + p.n
       FROM per_stage p WHERE s.job_id = p_job_id AND s.stage = p.stage;
-    UPDATE job_stages s
-       SET status = CASE WHEN p_status = 'failed' AND s.status = 'processing' THEN 'failed'
-                         ELSE 'cancelled' END,
-           finished_at = now()
-     WHERE s.job_id = p_job_id AND s.status IN ('pending', 'processing');
+    -- Each stage that ends here gets its stage_status event, as in advance_job_stage.
+    WITH ending AS (
+        SELECT s.stage, s.status AS from_status,
+               CASE WHEN p_status = 'failed' AND s.status = 'processing' THEN 'failed'
+                    ELSE 'cancelled' END AS to_status
+          FROM job_stages s
+         WHERE s.job_id = p_job_id AND s.status IN ('pending', 'processing')
+    ), ended AS (
+        UPDATE job_stages s SET status = e.to_status, finished_at = now()
+          FROM ending e WHERE s.job_id = p_job_id AND s.stage = e.stage
+        RETURNING e.stage, e.from_status, e.to_status
+    )
+    INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, reason)
+    SELECT p_job_id, d.stage, 'stage_status', d.from_status, d.to_status, p_actor, p_reason
+      FROM ended d ORDER BY d.stage;
     UPDATE jobs j SET status = p_status, error = p_error, finished_at = now(), updated_at = now()
      WHERE j.job_id = p_job_id;
     INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, reason, detail)
