@@ -125,15 +125,18 @@ class Engine:
             msg, reason = None, f"{reason}: {_first_error(exc)}"
         job_id = msg.job_id if msg else None
         task_ids = msg.task_ids if isinstance(msg, TaskQueueMessage) else []
-        recorded = self.poison.record(
-            queue_name, message_id, body, dequeue_count, reason, job_id, task_ids
-        )
+        self.poison.record(queue_name, message_id, body, dequeue_count, reason, job_id, task_ids)
         log.error("poison message %s on %s: %s", message_id, queue_name, reason)
-        if recorded and isinstance(msg, TaskQueueMessage):
-            self._fail_tasks(msg, reason)
-        elif recorded and isinstance(msg, JobQueueMessage):
-            error = {"message": f"job message for stage {msg.stage} is poison: {reason}"}
-            self.jobs.fail(msg.job_id, error, "poison", reason)
+        # Failing what it names is idempotent: a redelivery after a crash here does it again.
+        try:
+            if isinstance(msg, TaskQueueMessage):
+                self._fail_tasks(msg, reason)
+            elif isinstance(msg, JobQueueMessage):
+                # Only while the job is still at that stage: a stale message must not fail it.
+                error = {"message": f"job message for stage {msg.stage} is poison: {reason}"}
+                self.jobs.fail(msg.job_id, error, "poison", reason, msg.stage)
+        except NotFound:
+            log.error("poison message %s names a job or task that does not exist", message_id)
 
     def _fail_tasks(self, msg: TaskQueueMessage, reason: str) -> None:
         error = TaskError(type="PoisonMessage", message=reason, attempt=0, permanent=True)

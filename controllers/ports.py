@@ -45,7 +45,14 @@ class JobStore(Protocol):
         actor: str = "engine",
     ) -> Advance: ...
 
-    def fail(self, job_id: JobId, error: dict[str, Any], actor: str, reason: str) -> bool: ...
+    def fail(
+        self,
+        job_id: JobId,
+        error: dict[str, Any],
+        actor: str,
+        reason: str,
+        stage: int | None = None,
+    ) -> bool: ...
 
     def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -66,7 +66,7 @@ class JobRepository:
         cursor: str | None = None,
     ) -> Page[JobRecord]:
         """Return jobs newest first, filtered, one page at a time."""
-        after = decode_cursor(cursor)
+        after = decode_cursor(cursor, datetime.fromisoformat, str)
         query = (
             "SELECT * FROM jobs WHERE (%(status)s::text IS NULL OR status = %(status)s)"
             " AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s)"
@@ -149,11 +149,19 @@ class JobRepository:
         assert row is not None
         return bool(row["cancelled"]), JobStatus(str(row["status"]))
 
-    def fail(self, job_id: JobId, error: dict[str, Any], actor: str, reason: str) -> bool:
-        """Fail an unfinished job with `error`; return whether this call failed it."""
+    def fail(
+        self,
+        job_id: JobId,
+        error: dict[str, Any],
+        actor: str,
+        reason: str,
+        stage: int | None = None,
+    ) -> bool:
+        """Fail an unfinished job (only while at `stage`, if given); return whether this did."""
         with translated("fail job", job_id=job_id), self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT * FROM fail_job(%s, %s, %s, %s)", (job_id, Jsonb(error), actor, reason)
+                "SELECT * FROM fail_job(%s, %s, %s, %s, %s)",
+                (job_id, Jsonb(error), actor, reason, stage),
             ).fetchone()
         return bool(row and row["failed"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -25,11 +26,20 @@ def encode_cursor(*key: object) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> tuple[str, ...] | None:
-    """Return the key parts of a cursor made by encode_cursor, or raise ContractViolation."""
+def decode_cursor(cursor: str | None, *kinds: Callable[[str], object]) -> tuple[str, ...] | None:
+    """Return the key parts of a cursor made by encode_cursor, or raise ContractViolation.
+
+    With `kinds`, the cursor must have one part per kind, each parsing as its kind, so a
+    forged cursor is refused here instead of failing the query.
+    """
     if cursor is None:
         return None
     try:
-        return tuple(base64.urlsafe_b64decode(cursor.encode()).decode().split("\x1f"))
-    except (binascii.Error, UnicodeDecodeError) as exc:
+        parts = tuple(base64.urlsafe_b64decode(cursor.encode()).decode().split("\x1f"))
+        if kinds and len(parts) != len(kinds):
+            raise ValueError(f"{len(parts)} parts, not {len(kinds)}")
+        for part, kind in zip(parts, kinds, strict=False):
+            kind(part)
+    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ContractViolation("cursor is not one this API returned", cursor=cursor) from exc
+    return parts

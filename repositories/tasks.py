@@ -168,7 +168,7 @@ class TaskRepository:
         cursor: str | None = None,
     ) -> Page[TaskRecord]:
         """Return the job's tasks in (stage, index) order, filtered, one page at a time."""
-        after = decode_cursor(cursor)
+        after = decode_cursor(cursor, int, int)
         query = (
             "SELECT * FROM tasks WHERE job_id = %(job)s"
             " AND (%(stage)s::integer IS NULL OR stage = %(stage)s)"

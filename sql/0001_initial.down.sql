@@ -1,6 +1,6 @@
-DROP FUNCTION fail_job(text, jsonb, text, text);
+DROP FUNCTION fail_job(text, jsonb, text, text, integer);
 DROP FUNCTION cancel_job(text, text, text);
-DROP FUNCTION stop_job(text, text, jsonb, text, text);
+DROP FUNCTION stop_job(text, text, jsonb, text, text, integer);
 DROP FUNCTION advance_job_stage(text, integer, text, jsonb, text, jsonb, jsonb, text);
 DROP FUNCTION retry_task(text, integer, jsonb, interval);
 DROP FUNCTION fail_task_and_check_stage(text, jsonb, text, text);

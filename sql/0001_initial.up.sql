@@ -367,6 +367,18 @@ BEGIN
     RETURNING * INTO v_job;
     INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor)
     VALUES (p_job_id, p_stage, 'stage_status', 'processing', p_stage_status, p_actor);
+    IF p_job_status = 'failed' THEN
+        -- The stages the failure kept from starting end too, as stop_job ends them.
+        WITH ended AS (
+            UPDATE job_stages s SET status = 'cancelled', finished_at = now()
+             WHERE s.job_id = p_job_id AND s.stage > p_stage AND s.status = 'pending'
+            RETURNING s.stage
+        )
+        INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, reason)
+        SELECT p_job_id, e.stage, 'stage_status', 'pending', 'cancelled', p_actor,
+               format('stage %s failed', p_stage)
+          FROM ended e ORDER BY e.stage;
+    END IF;
     IF p_job_status IS NOT NULL THEN
         INSERT INTO job_events (job_id, stage, kind, from_status, to_status, actor, detail)
         VALUES (p_job_id, p_stage, 'job_status', 'processing', p_job_status, p_actor, p_job_error);
@@ -377,8 +389,10 @@ END $$;
 -- End a job that has not finished, as cancelled (operator) or failed (a reason the engine
 -- found): its open tasks are cancelled and counted off; its current stage ends failed (for a
 -- failed job) or cancelled, and the stages it never reached end cancelled.
-CREATE FUNCTION stop_job(p_job_id text, p_status text, p_error jsonb, p_actor text, p_reason text)
-RETURNS TABLE (stopped boolean, status text)
+CREATE FUNCTION stop_job(
+    p_job_id text, p_status text, p_error jsonb, p_actor text, p_reason text,
+    p_stage integer DEFAULT NULL
+) RETURNS TABLE (stopped boolean, status text)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 #variable_conflict use_column
 DECLARE
@@ -396,7 +410,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'stop_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
-    IF v_job.status NOT IN ('queued', 'processing') THEN
+    IF v_job.status NOT IN ('queued', 'processing') OR v_job.stage <> coalesce(p_stage, v_job.stage) THEN
         RETURN QUERY SELECT false, v_job.status;
         RETURN;
     END IF;
@@ -438,8 +452,11 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
     SELECT * FROM stop_job(p_job_id, 'cancelled', NULL, p_actor, p_reason);
 $$;
 
-CREATE FUNCTION fail_job(p_job_id text, p_error jsonb, p_actor text, p_reason text)
-RETURNS TABLE (failed boolean, status text)
+-- p_stage, when given, fails the job only while it is still at that stage (a poisoned
+-- job message for a stage the job has left must not fail it).
+CREATE FUNCTION fail_job(
+    p_job_id text, p_error jsonb, p_actor text, p_reason text, p_stage integer DEFAULT NULL
+) RETURNS TABLE (failed boolean, status text)
 LANGUAGE sql SET search_path FROM CURRENT AS $$
-    SELECT * FROM stop_job(p_job_id, 'failed', p_error, p_actor, p_reason);
+    SELECT * FROM stop_job(p_job_id, 'failed', p_error, p_actor, p_reason, p_stage);
 $$;

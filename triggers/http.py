@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import azure.functions as func
+from pydantic import BaseModel
 
 from schemas.exceptions import Conflict
 from schemas.http import (
@@ -74,7 +75,7 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
         limit=int_param(req, "limit", 50, 1, 500) or 50,
         cursor=req.params.get("cursor") or None,
     )
-    summaries = [JobSummary.model_validate(job.model_dump()) for job in page.items]
+    summaries = [JobSummary.model_validate(_fields_of(JobSummary, job)) for job in page.items]
     return json_response(JobList(jobs=summaries, next_cursor=page.next_cursor))
 
 
@@ -92,7 +93,7 @@ def list_tasks(req: func.HttpRequest) -> func.HttpResponse:
         limit=int_param(req, "limit", 100, 1, 1000) or 100,
         cursor=req.params.get("cursor") or None,
     )
-    views = [TaskView.model_validate(task.model_dump()) for task in page.items]
+    views = [TaskView.model_validate(_fields_of(TaskView, task)) for task in page.items]
     return json_response(TaskList(tasks=views, next_cursor=page.next_cursor))
 
 
@@ -208,6 +209,11 @@ def job_view(job: JobRecord) -> JobView:
     return JobView.model_validate(
         {**job.model_dump(exclude={"dispatched_at"}), "progress": progress, "stages": per_stage}
     )
+
+
+def _fields_of(view: type[BaseModel], record: BaseModel) -> dict[str, Any]:
+    """Return the part of a record that a (smaller, extra="forbid") view shows."""
+    return record.model_dump(include=set(view.model_fields))
 
 
 def _job_id(req: func.HttpRequest) -> JobId:

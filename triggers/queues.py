@@ -23,8 +23,8 @@ def jobs_queue(msg: func.QueueMessage) -> None:
     rt = runtime()
     try:
         parsed = parse_message(JobQueueMessage, msg.get_body())
-    except ContractViolation as exc:
-        _record_malformed(msg, rt.settings.jobs_queue, str(exc), JobQueueMessage)
+    except ContractViolation:
+        _record_malformed(msg, rt.settings.jobs_queue, JobQueueMessage)
         return
     while_unavailable(lambda: rt.engine.handle_job_message(parsed), rt.settings.dependency_wait_s)
 
@@ -35,18 +35,17 @@ def tasks_queue(msg: func.QueueMessage) -> None:
     rt = runtime()
     try:
         parsed = parse_message(TaskQueueMessage, msg.get_body())
-    except ContractViolation as exc:
-        _record_malformed(msg, rt.settings.tasks_queue, str(exc), TaskQueueMessage)
+    except ContractViolation:
+        _record_malformed(msg, rt.settings.tasks_queue, TaskQueueMessage)
         return
     while_unavailable(lambda: rt.engine.handle_task_message(parsed), rt.settings.dependency_wait_s)
 
 
 def _record_malformed(
-    msg: func.QueueMessage,
-    queue: str,
-    reason: str,
-    model: type[JobQueueMessage] | type[TaskQueueMessage],
+    msg: func.QueueMessage, queue: str, model: type[JobQueueMessage] | type[TaskQueueMessage]
 ) -> None:
     # A malformed message never gets better by redelivery: record it now, do not retry it.
+    # record_poison parses the body again and appends what is wrong with it to the reason.
     body = msg.get_body().decode("utf-8", errors="replace")
+    reason = f"malformed {model.__name__}"
     runtime().engine.record_poison(queue, msg.id or "", body, msg.dequeue_count or 0, reason, model)

@@ -1,0 +1,205 @@
+"""The local host: serve a function app's HTTP, queue and timer functions until stopped."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from lightsout.host.banner import banner
+from lightsout.host.discovery import (
+    AnyFunction,
+    HttpFunction,
+    QueueFunction,
+    TimerFunction,
+    discover,
+    load_app,
+)
+from lightsout.host.errors import HostConfigError
+from lightsout.host.hostjson import HostJson, load_host_json
+from lightsout.host.http_server import FunctionHttpServer
+from lightsout.host.invoke import Invoker
+from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
+from lightsout.host.routing import Router
+from lightsout.host.settings import load_local_settings
+from lightsout.host.timers import TimerRunner
+
+log = logging.getLogger(__name__)
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+class Host:
+    """Everything one `function_app.py` needs served; start() it, then stop() it once."""
+
+    def __init__(
+        self,
+        app_dir: Path,
+        port: int = 7071,
+        concurrency: int | None = None,
+        *,
+        lease_time: timedelta = DEFAULT_LEASE,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise HostConfigError(f"concurrency must be at least 1, got {concurrency}")
+        self.app_dir = app_dir.resolve()
+        self.requested_port, self.concurrency = port, concurrency
+        self.lease_time, self.grace_seconds = lease_time, grace_seconds
+        self.invoker = Invoker()
+        self.config = HostJson()
+        self.server: FunctionHttpServer | None = None
+        self.listeners: list[QueueListener] = []
+        self.timers: list[TimerRunner] = []
+
+    @property
+    def port(self) -> int:
+        """The port HTTP is served on (the one chosen by the system if 0 was asked)."""
+        return self.server.server_address[1] if self.server else self.requested_port
+
+    def start(self) -> None:
+        """Load settings and the app, then serve; raise HostConfigError if it cannot be served."""
+        copied = load_local_settings(self.app_dir, os.environ)
+        log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
+        self.config = load_host_json(self.app_dir)
+        functions = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        self._build(functions)
+        for listener in self.listeners:
+            listener.start()
+        for timer in self.timers:
+            timer.start()
+        if self.server is not None:
+            threading.Thread(
+                target=self.server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="host-http",
+                daemon=True,
+            ).start()
+        log.info("%s", banner(self, functions))
+
+    def _build(self, functions: list[AnyFunction]) -> None:
+        """Make every part, binding the HTTP port last: nothing runs yet."""
+        queues = self.config.extensions.queues
+        self.timers = [
+            TimerRunner(f, self.invoker) for f in functions if isinstance(f, TimerFunction)
+        ]
+        self.listeners = [
+            QueueListener(
+                f,
+                queues,
+                self.invoker,
+                concurrency=self.concurrency,
+                lease_time=self.lease_time,
+                function_timeout=self.config.function_timeout,
+            )
+            for f in functions
+            if isinstance(f, QueueFunction)
+        ]
+        http = [f for f in functions if isinstance(f, HttpFunction)]
+        router = Router(
+            self.config.extensions.http.route_prefix, [(f.route, f.methods, f) for f in http]
+        )
+        try:
+            self.server = FunctionHttpServer(self.requested_port, router, self.invoker)
+        except OSError as exc:
+            raise HostConfigError(
+                f"cannot listen on 127.0.0.1:{self.requested_port}: {exc}"
+            ) from exc
+
+    def stop(self) -> bool:
+        """Stop taking work, let running invocations finish within the grace period.
+
+        Return False if some were still running when it ended; their queue messages are
+        delivered again once their lease runs out.
+        """
+        log.info("Stopping: waiting up to %.0fs for running functions", self.grace_seconds)
+        deadline = time.monotonic() + self.grace_seconds
+        for listener in self.listeners:
+            listener.stop()
+        for timer in self.timers:
+            timer.stop()
+        if self.server is not None:
+            self.server.stopping = True
+            self.server.shutdown()
+        finished = all(
+            [listener.drain(_left(deadline)) for listener in self.listeners]
+            + [timer.join(_left(deadline)) for timer in self.timers]
+            + [self.server.wait_idle(_left(deadline)) if self.server else True]
+        )
+        if self.server is not None:
+            self.server.server_close()
+        self.invoker.close()
+        if not finished:
+            log.warning("Stopped with functions still running after %.0fs", self.grace_seconds)
+        return finished
+
+    def __enter__(self) -> Host:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def serve(
+    app_dir: Path,
+    port: int = 7071,
+    concurrency: int | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Serve the app in `app_dir` until SIGTERM/SIGINT or `stop_event`; return an exit code."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("azure").setLevel(logging.WARNING)  # it logs each request at INFO
+    stop = stop_event or threading.Event()
+    # Handle signals before starting: a function may be running as soon as start() begins.
+    with _stop_on_signals(stop):
+        try:
+            host = Host(app_dir, port, concurrency)
+            host.start()
+        except HostConfigError as exc:
+            log.error("The host cannot start: %s", exc, exc_info=exc.__cause__ is not None)
+            return 1
+        while not stop.wait(0.5):
+            pass
+        host.stop()
+    return 0
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM/SIGINT (only the main thread may handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("Second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

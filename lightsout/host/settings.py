@@ -1,0 +1,69 @@
+"""App settings: local.settings.json "Values" and %NAME% binding expressions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lightsout.host.errors import HostConfigError
+
+LOCAL_SETTINGS = "local.settings.json"
+_EXPRESSION = re.compile(r"%([^%]+)%")
+
+
+class LocalSettings(BaseModel):
+    """The part of local.settings.json the host reads; the rest is left to other tools."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    IsEncrypted: bool = False
+    Values: dict[str, str] = {}
+
+
+def load_local_settings(app_dir: Path, environ: MutableMapping[str, str]) -> list[str]:
+    """Copy "Values" into `environ` where a key is not set yet; return the keys copied."""
+    path = app_dir / LOCAL_SETTINGS
+    if not path.exists():
+        return []
+    try:
+        settings = LocalSettings.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, ValidationError) as exc:
+        raise HostConfigError(f"{path} is not valid: {exc}") from exc
+    if settings.IsEncrypted:
+        raise HostConfigError(f"{path} is encrypted; the local host reads plain values only")
+    copied = [key for key in settings.Values if key not in environ]
+    for key in copied:
+        environ[key] = settings.Values[key]
+    return copied
+
+
+def resolve(value: str, environ: Mapping[str, str], where: str) -> str:
+    """Replace each %NAME% in `value` by the app setting NAME; `where` names the binding."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise HostConfigError(
+                f"{where} is {value!r}, but app setting {name!r} is not set "
+                f"(set it in the environment or in {LOCAL_SETTINGS} Values)"
+            )
+        return environ[name]
+
+    return _EXPRESSION.sub(lookup, value)
+
+
+def connection_string(name: str | None, environ: Mapping[str, str], where: str) -> str:
+    """Find the storage connection string a binding's `connection` names."""
+    setting = name or "AzureWebJobsStorage"
+    # Like the Functions host: "MyStorage" may also mean the setting "AzureWebJobsMyStorage".
+    for key in (setting, f"AzureWebJobs{setting}"):
+        if environ.get(key):
+            return environ[key]
+    raise HostConfigError(
+        f"{where} uses connection {setting!r}, but no app setting {setting!r} holds a "
+        "storage connection string (identity-based connections are not supported locally)"
+    )

@@ -1,0 +1,334 @@
+"""Azure Storage Queues: send job and task messages, check the size first, translate errors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, Self, get_args
+
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
+
+from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError, QueueUnavailable
+from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
+from schemas.settings import Settings
+
+MessageEncoding = Literal["base64", "none"]
+
+# The SDK defaults (20 s connect, 60 s read, 3 retries 15 s apart) make a call to a
+# stopped Azurite hang for about a minute; these fail it in about 2 s.
+CONNECT_TIMEOUT_S = 2
+READ_TIMEOUT_S = 10
+RETRIES = 2
+RETRY_BACKOFF_S = 1
+MAX_DELAY = timedelta(days=7)
+PEEK_MAX = 32
+
+
+class PartialSend(QueueError):
+    """Some messages of a batch were sent and others were not."""
+
+    def __init__(self, message: str, sent: Sequence[TaskQueueMessage], total: int) -> None:
+        super().__init__(message, sent=len(sent), total=total)
+        self.sent = list(sent)
+        self.total = total
+
+
+def read_message_encoding(host_json: Path) -> MessageEncoding:
+    """Return host.json's extensions.queues.messageEncoding; base64 when unset."""
+    if not host_json.exists():
+        return "base64"
+    try:
+        config = json.loads(host_json.read_text(encoding="utf-8"))
+        value = config.get("extensions", {}).get("queues", {}).get("messageEncoding", "base64")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigurationError(f"{host_json}: not a valid host.json: {exc}") from exc
+    # The Functions host binds this setting to an enum, so any letter case works there.
+    encoding = str(value).lower()
+    if encoding not in get_args(MessageEncoding):
+        raise ConfigurationError(
+            f"{host_json}: extensions.queues.messageEncoding must be base64 or none, not {value!r}"
+        )
+    return encoding  # type: ignore[return-value]  # narrowed by the membership test above
+
+
+def wire_text(text: str, encoding: MessageEncoding) -> str:
+    """Return the message text as the queue service stores it."""
+    if encoding == "base64":
+        # The SDK's own policy, so the bytes are exactly what the Functions host decodes.
+        return TextBase64EncodePolicy().encode(text)
+    return text
+
+
+def wire_size(text: str, encoding: MessageEncoding) -> int:
+    """Return the bytes a message counts against the 64 KiB limit (base64 adds a third)."""
+    if encoding == "base64":
+        return 4 * math.ceil(len(text.encode("utf-8")) / 3)
+    return len(text.encode("utf-8"))
+
+
+def decode_wire_text(wire: str, encoding: MessageEncoding) -> str:
+    """Return the text of a message as read from the queue, or raise QueueError."""
+    if encoding == "none":
+        return wire
+    try:
+        return base64.b64decode(wire.encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError) as exc:
+        raise QueueError(f"message is not base64 of UTF-8 text: {wire[:80]!r}") from exc
+
+
+@contextmanager
+def translated(action: str, **context: object) -> Iterator[None]:
+    """Run a queue action; re-raise its Azure SDK errors as QueueError with the ids."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise QueueUnavailable(f"{action}: queue service unreachable: {exc}", **context) from exc
+    except ResourceNotFoundError as exc:
+        raise QueueError(f"{action}: queue not found", **context) from exc
+    except HttpResponseError as exc:
+        raise _http_error(action, exc, context) from exc
+    except AzureError as exc:
+        raise QueueError(f"{action}: {exc}", **context) from exc
+
+
+def _http_error(action: str, exc: HttpResponseError, context: dict[str, object]) -> QueueError:
+    # The storage SDK attaches the service's x-ms-error-code as an untyped attribute
+    # (a StorageErrorCode, which is a str enum).
+    code = getattr(exc, "error_code", None) or exc.reason or "error"
+    name = str(getattr(code, "value", code))
+    if name == "RequestBodyTooLarge":
+        return MessageTooLarge(f"{action}: refused by the queue service as too large", **context)
+    if exc.status_code is not None and exc.status_code >= 500:
+        return QueueUnavailable(f"{action}: queue service failed: {name}", **context)
+    return QueueError(f"{action}: {name} (HTTP {exc.status_code})", **context)
+
+
+def visibility_seconds(delay: timedelta | None) -> int | None:
+    """Return a delay as whole seconds for the service (rounded up), or None for no delay."""
+    if delay is None:
+        return None
+    if not timedelta(0) <= delay <= MAX_DELAY:
+        raise ValueError(f"delay must be between 0 and 7 days, not {delay}")
+    return math.ceil(delay.total_seconds())
+
+
+class _ThreadClients(threading.local):
+    """One QueueClient per queue per thread (see QueueRepository._client)."""
+
+    def __init__(self) -> None:
+        self.by_queue: dict[str, QueueClient] = {}
+
+
+class QueueRepository:
+    """The jobs and tasks queues (and their poison queues) of one storage account."""
+
+    def __init__(
+        self,
+        connection_string: str,
+        jobs_queue: str,
+        tasks_queue: str,
+        encoding: MessageEncoding = "base64",
+        max_workers: int = 16,
+    ) -> None:
+        self.jobs_queue, self.tasks_queue = jobs_queue, tasks_queue
+        self.jobs_poison_queue = f"{jobs_queue}-poison"
+        self.tasks_poison_queue = f"{tasks_queue}-poison"
+        self.encoding: MessageEncoding = encoding
+        self._connection_string = connection_string
+        self._max_workers = max_workers
+        self._local = _ThreadClients()
+        self._all_clients: list[QueueClient] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._client(jobs_queue)  # a bad connection string fails here, not at the first send
+
+    @classmethod
+    def from_settings(cls, settings: Settings, encoding: MessageEncoding = "base64") -> Self:
+        return cls(settings.storage_connection, settings.jobs_queue, settings.tasks_queue, encoding)
+
+    @property
+    def queues(self) -> tuple[str, str, str, str]:
+        return self.jobs_queue, self.tasks_queue, self.jobs_poison_queue, self.tasks_poison_queue
+
+    def ensure_queues(self) -> None:
+        """Create the four queues where missing."""
+        for queue in self.queues:
+            # Another worker or an earlier start may have created it: that is fine.
+            with translated("create queue", queue=queue), suppress(ResourceExistsError):
+                self._client(queue).create_queue()
+
+    def send_job(self, msg: JobQueueMessage, delay: timedelta | None = None) -> None:
+        """Send one job message, or raise QueueError (MessageTooLarge before sending)."""
+        wire, visibility = self._checked_wire(msg), visibility_seconds(delay)
+        self._send(self.jobs_queue, wire, visibility, job_id=msg.job_id, stage=msg.stage)
+
+    def send_tasks(
+        self, msgs: Sequence[TaskQueueMessage], delay: timedelta | None = None
+    ) -> list[TaskQueueMessage]:
+        """Send task messages in parallel and return them; PartialSend names what was sent.
+
+        Any other QueueError means none was confirmed sent (MessageTooLarge: none was tried).
+        """
+        wires, visibility = [self._checked_wire(msg) for msg in msgs], visibility_seconds(delay)
+        pool, stop = self._executor(), threading.Event()
+        futures = [
+            pool.submit(self._send_task, stop, msg, wire, visibility)
+            for msg, wire in zip(msgs, wires, strict=True)
+        ]
+        wait(futures)
+        return _all_sent_or_raise(msgs, futures)
+
+    def send_raw(self, queue: str, text: str, delay: timedelta | None = None) -> None:
+        """Send text as it is (encoded as configured) to any queue: tests, poison replay."""
+        self._check_size(text, queue=queue)
+        self._send(queue, wire_text(text, self.encoding), visibility_seconds(delay))
+
+    def health(self) -> str | None:
+        """Return None when the queue service answers and the queues exist, else why not."""
+        for queue in (self.jobs_queue, self.tasks_queue):
+            try:
+                with translated("queue health", queue=queue):
+                    # No retries: a health probe should answer at once.
+                    self._client(queue).get_queue_properties(retry_total=0)
+            except QueueUnavailable as exc:
+                return f"queue service unreachable at {self._endpoint()}: {_short_reason(exc)}"
+            except QueueError as exc:
+                return str(exc)
+        return None
+
+    def approximate_counts(self) -> dict[str, int]:
+        """Return each queue's approximate message count (includes invisible messages)."""
+        counts: dict[str, int] = {}
+        for queue in self.queues:
+            with translated("count messages", queue=queue):
+                properties = self._client(queue).get_queue_properties()
+            counts[queue] = properties.approximate_message_count or 0
+        return counts
+
+    def peek(self, queue: str, n: int = PEEK_MAX) -> list[str]:
+        """Return the decoded texts of up to n (at most 32) visible messages, without receiving."""
+        with translated("peek messages", queue=queue):
+            peeked = self._client(queue).peek_messages(max_messages=min(n, PEEK_MAX))
+        return [decode_wire_text(str(m.content), self.encoding) for m in peeked]
+
+    def close(self) -> None:
+        """Stop the send threads and close every client's connections; do not use it after."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            clients, self._all_clients = self._all_clients, []
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _checked_wire(self, msg: JobQueueMessage | TaskQueueMessage) -> str:
+        text = msg.model_dump_json()
+        self._check_size(text, job_id=msg.job_id, stage=msg.stage)
+        return wire_text(text, self.encoding)
+
+    def _check_size(self, text: str, **context: object) -> None:
+        size = wire_size(text, self.encoding)
+        if size > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"queue message is {size} bytes as sent ({self.encoding}),"
+                f" over the {MAX_MESSAGE_BYTES}-byte limit",
+                **context,
+            )
+
+    def _send_task(
+        self, stop: threading.Event, msg: TaskQueueMessage, wire: str, visibility: int | None
+    ) -> bool:
+        """Send one message of a batch; return False, unsent, once another send has failed."""
+        if stop.is_set():
+            # Each send would wait out its retries against a service that just failed.
+            return False
+        try:
+            self._send(self.tasks_queue, wire, visibility, job_id=msg.job_id, stage=msg.stage)
+        except BaseException:
+            stop.set()
+            raise
+        return True
+
+    def _send(self, queue: str, wire: str, visibility: int | None, **context: object) -> None:
+        with translated("send message", queue=queue, **context):
+            self._client(queue).send_message(wire, visibility_timeout=visibility)
+
+    def _client(self, queue: str) -> QueueClient:
+        # One client per thread: send_message reconfigures the client's encode policy on
+        # every call, and each client's requests session keeps its own connection pool
+        # (urllib3 keeps 10 connections per pool; a shared one would drop the rest).
+        client = self._local.by_queue.get(queue)
+        if client is None:
+            client = self._new_client(queue)
+            self._local.by_queue[queue] = client
+            with self._lock:
+                self._all_clients.append(client)
+        return client
+
+    def _new_client(self, queue: str) -> QueueClient:
+        try:
+            # No encode policy: the text is encoded once, by wire_text, so the size
+            # checked is the size sent.
+            return QueueClient.from_connection_string(
+                self._connection_string,
+                queue,
+                retry_policy=LinearRetry(
+                    backoff=RETRY_BACKOFF_S, retry_total=RETRIES, random_jitter_range=0
+                ),
+                connection_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid storage connection string: {exc}") from exc
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="queue-send")
+            return self._pool
+
+    def _endpoint(self) -> str:
+        client = self._client(self.jobs_queue)
+        return f"{client.scheme}://{client.primary_hostname}"
+
+
+def _all_sent_or_raise(
+    msgs: Sequence[TaskQueueMessage], futures: Sequence[Future[bool]]
+) -> list[TaskQueueMessage]:
+    """Return msgs if every send succeeded; else raise the first failure, or PartialSend."""
+    failure = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failure is None:
+        return list(msgs)
+    sent = [m for m, f in zip(msgs, futures, strict=True) if f.exception() is None and f.result()]
+    if not sent:
+        raise failure
+    summary = f"sent {len(sent)} of {len(msgs)} task messages"
+    raise PartialSend(summary, sent, len(msgs)) from failure
+
+
+def _short_reason(exc: BaseException) -> str:
+    """Return the innermost part of an error, e.g. "[Errno 111] Connection refused"."""
+    cause = exc.__cause__ or exc
+    return str(cause).rsplit(": ", 1)[-1] or type(cause).__name__

@@ -1,0 +1,146 @@
+"""HTTP functions served by a running host: routes, methods, bodies, failures."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lightsout.host import Host
+from tests.host.conftest import SampleApp
+
+
+def call(
+    host: Host,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def call_json(host: Host, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    status, _, body = call(host, method, path, **kwargs)
+    return status, json.loads(body)
+
+
+def test_route_params_query_and_headers(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    status, body = call_json(
+        host, "GET", "/api/items/42?colour=red&empty=", headers={"X-Sample": "yes"}
+    )
+    assert status == 200
+    assert body["item_id"] == "42"
+    assert body["params"] == {"colour": "red", "empty": ""}
+    assert body["url"] == f"http://127.0.0.1:{host.port}/api/items/42?colour=red&empty="
+    assert body["header"] == "yes"
+
+
+def test_literal_route_beats_parameter(start_host: Callable[..., Host]) -> None:
+    assert call_json(start_host(), "GET", "/api/items/special") == (200, {"special": True})
+
+
+def test_post_body_and_status(start_host: Callable[..., Host]) -> None:
+    status, headers, body = call(
+        start_host(),
+        "POST",
+        "/api/items",
+        body=b'{"a": [1, 2]}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 201
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"received": {"a": [1, 2]}}
+
+
+def test_constraints_optional_and_catch_all(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    assert call_json(host, "GET", "/api/numbers/7") == (200, {"n": "7"})
+    assert call_json(host, "GET", "/api/numbers/7/seven") == (200, {"n": "7", "label": "seven"})
+    assert call(host, "GET", "/api/numbers/seven")[0] == 404
+    status, headers, body = call(host, "GET", "/api/files/a/b.txt")
+    assert (status, body, headers["X-Kind"]) == (200, b"a/b.txt", "file")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_not_found_and_method_not_allowed(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    status, body = call_json(host, "GET", "/api/nowhere")
+    assert status == 404 and body["error"] == "not found"
+    status, headers, raw = call(host, "DELETE", "/api/items/42")
+    assert status == 405
+    assert headers["Allow"] == "GET"
+    assert "DELETE" in json.loads(raw)["error"]
+    assert call(host, "GET", "/items/42")[0] == 404  # outside the /api prefix
+
+
+def test_a_failing_function_answers_500_and_the_server_lives_on(
+    start_host: Callable[..., Host],
+) -> None:
+    host = start_host()
+    status, body = call_json(host, "GET", "/api/boom")
+    assert status == 500
+    assert body["function"] == "boom"
+    assert "boom on purpose" in body["exception"]
+    assert call(host, "GET", "/api/items/1")[0] == 200
+
+
+def test_async_function_and_context(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    assert call(host, "GET", "/api/async/hello")[2] == b"HELLO"
+    status, body = call_json(host, "GET", "/api/context")
+    assert status == 200 and body["function"] == "with_context"
+    assert len(body["invocation_id"]) == 36
+
+
+def test_keep_alive_connection_serves_several_requests(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=10)
+    for i in range(3):
+        conn.request("GET", f"/api/items/{i}")
+        response = conn.getresponse()
+        assert json.loads(response.read())["item_id"] == str(i)
+    conn.close()
+
+
+def test_requests_run_in_parallel(start_host: Callable[..., Host]) -> None:
+    host = start_host()
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(call(host, "GET", "/api/slow?seconds=0.5")[0])
+        )
+        for _ in range(4)
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 4
+    assert time.monotonic() - started < 1.5  # one after another would take 2 s
+
+
+def test_route_prefix_from_host_json(
+    sample_app: SampleApp, start_host: Callable[..., Host]
+) -> None:
+    sample_app.host_json(
+        extensions={"http": {"routePrefix": "v1"}, "queues": {"maxPollingInterval": "00:00:01"}}
+    )
+    host = start_host()
+    assert call(host, "GET", "/v1/items/special")[0] == 200
+    assert call(host, "GET", "/api/items/special")[0] == 404
+
+
+def test_host_status(start_host: Callable[..., Host]) -> None:
+    assert call_json(start_host(), "GET", "/admin/host/status") == (200, {"state": "Running"})
