@@ -50,6 +50,7 @@ class Engine:
     worker: str = field(default_factory=default_worker_name)
     task_concurrency: int = 8
     heartbeat_s: float = 10.0
+    outage_wait_s: float = 120.0
 
     def __post_init__(self) -> None:
         self.driver = StageDriver(self.jobs, self.tasks, self.bus, self.registry)
@@ -62,6 +63,7 @@ class Engine:
             self.worker,
             self.task_concurrency,
             self.heartbeat_s,
+            self.outage_wait_s,
         )
 
     def submit(

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from repositories.jobs import Advance
 from repositories.paging import Page
-from repositories.tasks import NewTask
+from repositories.tasks import Finish, NewTask
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import Claim, Completion, JobRecord, StageRecord, TaskError, TaskRecord
@@ -69,6 +69,8 @@ class TaskStore(Protocol):
     def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion: ...
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion: ...
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]: ...
 
     def fail_unclaimed(
         self, task_id: TaskId, error: TaskError, actor: str, reason: str

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 import threading
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -16,13 +17,16 @@ from typing import Any
 
 from controllers.base import BaseController, RetryPolicy, TaskContext
 from controllers.faults import crash_point
+from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
+from repositories.tasks import Finish
 from schemas.exceptions import PermanentTaskError
 from schemas.ids import TaskId
 from schemas.messages import TaskQueueMessage
-from schemas.records import Claim, Completion, TaskError
+from schemas.records import Claim, TaskError
+from schemas.status import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,14 @@ class TaskRunner:
     worker: str
     concurrency: int = 8
     heartbeat_s: float = 10.0
+    outage_wait_s: float = 120.0
 
     def run_message(self, msg: TaskQueueMessage) -> None:
-        """Claim the message's tasks, run each on its own, and leave the stage if one was last."""
+        """Claim the message's tasks, run each on its own, and leave the stage if one was last.
+
+        Completions are group-committed: whatever tasks have finished when the previous
+        write returns go to the database together, each still fenced by its own attempt.
+        """
         claims = self.tasks.claim(msg.task_ids, self.worker)
         if not claims:
             log.info("nothing to claim in message for %s stage %d", msg.job_id, msg.stage)
@@ -94,16 +103,24 @@ class TaskRunner:
         controller = self.registry.get(job.job_type)
         params = controller.parameters.model_validate(job.parameters)
         ids = [claim.task_id for claim in claims]
+        last = False
         with (
             Heartbeat(self.tasks, ids, self.worker, self.heartbeat_s),
             ThreadPoolExecutor(min(len(claims), self.concurrency), "task") as pool,
         ):
-            completions = list(pool.map(lambda c: self._run(controller, params, c), claims))
-        if any(c is not None and c.is_last_task for c in completions):
+            running = {pool.submit(self._run, controller, params, claim) for claim in claims}
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                finishes = [f.result() for f in done]
+                ended = [f for f in finishes if f is not None]
+                record = functools.partial(self.tasks.finish_many, ended)
+                completions = while_unavailable(record, self.outage_wait_s)
+                last |= any(c.is_last_task for c in completions)
+        if last:
             crash_point("before_advance")
             self.driver.finish_stage(msg.job_id, msg.stage)
 
-    def _run(self, controller: BaseController[Any], params: Any, claim: Claim) -> Completion | None:
+    def _run(self, controller: BaseController[Any], params: Any, claim: Claim) -> Finish | None:
         ctx = TaskContext(
             job_id=claim.job_id,
             task_id=claim.task_id,
@@ -118,11 +135,12 @@ class TaskRunner:
             result = _json_object(controller.stage(claim.stage).run(ctx))
         except Exception as exc:
             return self._failed(controller, claim, task_error(exc, claim.attempt))
-        return self.tasks.complete(claim.task_id, claim.attempt, result)
+        return Finish(claim.task_id, claim.attempt, TaskStatus.COMPLETED, result=result)
 
     def _failed(
         self, controller: BaseController[Any], claim: Claim, error: TaskError
-    ) -> Completion | None:
+    ) -> Finish | None:
+        """Return the task's failure when it is final; otherwise schedule its next attempt."""
         if error.permanent or claim.attempt >= claim.max_attempts:
             log.warning(
                 "task %s failed for good on attempt %d: %s",
@@ -130,7 +148,7 @@ class TaskRunner:
                 claim.attempt,
                 error.message,
             )
-            return self.tasks.fail(claim.task_id, claim.attempt, error)
+            return Finish(claim.task_id, claim.attempt, TaskStatus.FAILED, error=error)
         delay = backoff(controller.retry, claim.attempt)
         if self.tasks.retry(claim.task_id, claim.attempt, error, delay):
             retry = TaskQueueMessage(

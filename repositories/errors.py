@@ -9,7 +9,13 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-from schemas.exceptions import Conflict, DatabaseError, DatabaseUnavailable, NotFound
+from schemas.exceptions import (
+    Conflict,
+    DatabaseError,
+    DatabaseUnavailable,
+    NotFound,
+    TransactionConflict,
+)
 
 
 @contextmanager
@@ -19,7 +25,11 @@ def translated(action: str, **context: object) -> Iterator[None]:
         yield
     except pg_errors.NoDataFound as exc:
         raise NotFound(f"{action}: {exc.diag.message_primary or exc}", **context) from exc
-    # Before OperationalError: psycopg files SQLSTATE class 55 under it.
+    # Before OperationalError: psycopg files SQLSTATE classes 40 and 55 under it.
+    except (pg_errors.TransactionRollback, pg_errors.DeadlockDetected) as exc:
+        raise TransactionConflict(
+            f"{action}: {exc.diag.message_primary or exc}", **context
+        ) from exc
     except (pg_errors.UniqueViolation, pg_errors.ObjectNotInPrerequisiteState) as exc:
         raise Conflict(f"{action}: {exc.diag.message_primary or exc}", **context) from exc
     except (psycopg.OperationalError, PoolTimeout) as exc:

@@ -14,11 +14,12 @@ from psycopg_pool import ConnectionPool
 from repositories.db import Connection
 from repositories.errors import translated
 from repositories.paging import Page, decode_cursor, encode_cursor
-from schemas.exceptions import NotFound
+from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.records import Claim, Completion, TaskError, TaskRecord
 from schemas.status import TaskStatus
 
+CONFLICT_RETRIES = 3
 COPY_TASKS = (
     "COPY tasks (task_id, job_id, stage, task_index, task_type, parameters, max_attempts)"
     " FROM STDIN"
@@ -32,6 +33,17 @@ class NewTask:
     task_type: str
     parameters: dict[str, Any] = field(default_factory=dict)
     max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Finish:
+    """One claimed attempt's end: completed with a result, or failed with an error."""
+
+    task_id: TaskId
+    attempt: int
+    status: TaskStatus
+    result: dict[str, Any] | None = None
+    error: TaskError | None = None
 
 
 class TaskRepository:
@@ -101,6 +113,36 @@ class TaskRepository:
             ).fetchone()
         return Completion.model_validate(row)
 
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
+        """Record several claimed attempts' ends in one round trip, each fenced on its own."""
+        if not finishes:
+            return []
+        finishes = sorted(finishes, key=lambda f: f.task_id)
+        columns = (
+            [f.task_id for f in finishes],
+            [f.attempt for f in finishes],
+            [f.status.value for f in finishes],
+            [Jsonb(f.result) if f.result is not None else None for f in finishes],
+            [Jsonb(f.error.model_dump(mode="json")) if f.error else None for f in finishes],
+        )
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                with (
+                    translated("complete tasks", tasks=len(finishes)),
+                    self._pool.connection() as conn,
+                ):
+                    rows = conn.execute(
+                        "SELECT * FROM complete_tasks_and_check_stage"
+                        "(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
+                        columns,
+                    ).fetchall()
+                return [Completion.model_validate(row) for row in rows]
+            except TransactionConflict:
+                # The whole transaction rolled back, so running it again is safe.
+                if attempt == CONFLICT_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
     def fail_unclaimed(
         self, task_id: TaskId, error: TaskError, actor: str, reason: str
     ) -> Completion:
@@ -124,9 +166,14 @@ class TaskRepository:
     def heartbeat(self, task_ids: Sequence[TaskId], worker: str) -> int:
         """Refresh the lease of running tasks this worker holds; return how many it holds."""
         with translated("heartbeat", worker=worker), self._pool.connection() as conn:
+            # SKIP LOCKED: a task locked right now is being finished; waiting for it could
+            # deadlock with the group commit that holds it.
             cur = conn.execute(
-                "UPDATE tasks SET heartbeat_at = now() WHERE task_id = ANY (%s)"
-                " AND status = 'processing' AND claimed_by = %s",
+                "UPDATE tasks t SET heartbeat_at = now() FROM ("
+                " SELECT task_id FROM tasks WHERE task_id = ANY (%s)"
+                " AND status = 'processing' AND claimed_by = %s"
+                " ORDER BY task_id FOR UPDATE SKIP LOCKED) alive"
+                " WHERE t.task_id = alive.task_id",
                 (list(task_ids), worker),
             )
             return cur.rowcount
@@ -134,9 +181,13 @@ class TaskRepository:
     def mark_dispatched(self, task_ids: Sequence[TaskId]) -> None:
         """Record that the messages naming these tasks were sent (the outbox marker)."""
         with translated("mark tasks dispatched"), self._pool.connection() as conn:
+            # A locked task is being claimed, so it needs no outbox mark; skipping it keeps
+            # this from waiting on (and deadlocking with) the workers already running it.
             conn.execute(
-                "UPDATE tasks SET dispatched_at = now() WHERE task_id = ANY (%s)"
-                " AND dispatched_at IS NULL",
+                "UPDATE tasks t SET dispatched_at = now() FROM ("
+                " SELECT task_id FROM tasks WHERE task_id = ANY (%s) AND dispatched_at IS NULL"
+                " AND status IN ('queued', 'retrying') ORDER BY task_id FOR UPDATE SKIP LOCKED"
+                ") unsent WHERE t.task_id = unsent.task_id",
                 (list(task_ids),),
             )
 

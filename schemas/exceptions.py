@@ -46,6 +46,10 @@ class DatabaseError(LightsoutError):
     """The database refused or failed an operation."""
 
 
+class TransactionConflict(DatabaseError):
+    """The database rolled a transaction back (deadlock, serialization); it may be retried."""
+
+
 class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached."""
 

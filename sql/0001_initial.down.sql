@@ -4,6 +4,7 @@ DROP FUNCTION stop_job(text, text, jsonb, text, text, integer);
 DROP FUNCTION advance_job_stage(text, integer, text, jsonb, text, jsonb, jsonb, text);
 DROP FUNCTION retry_task(text, integer, jsonb, interval);
 DROP FUNCTION fail_task_and_check_stage(text, jsonb, text, text);
+DROP FUNCTION complete_tasks_and_check_stage(text[], integer[], text[], jsonb[], jsonb[]);
 DROP FUNCTION complete_task_and_check_stage(text, integer, text, jsonb, jsonb);
 DROP FUNCTION finish_task(text, integer, text, jsonb, jsonb, text[], text, text);
 DROP FUNCTION claim_tasks(text[], text);

@@ -204,16 +204,24 @@ END $$;
 
 -- Claim tasks for one attempt each (compare-and-set). A task already claimed,
 -- terminal, out of attempts, or of a job that is not processing is not returned.
+-- Rows are locked in task_id order, so concurrent claims of overlapping sets cannot deadlock.
 CREATE FUNCTION claim_tasks(p_task_ids text[], p_worker text)
 RETURNS SETOF tasks
 LANGUAGE sql SET search_path FROM CURRENT AS $$
+    WITH claimable AS (
+        SELECT t.task_id FROM tasks t
+         WHERE t.task_id = ANY (p_task_ids)
+           AND t.status IN ('queued', 'retrying')
+           AND t.attempt < t.max_attempts
+           AND EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = t.job_id AND j.status = 'processing')
+         ORDER BY t.task_id
+           FOR UPDATE OF t
+    )
     UPDATE tasks t
        SET status = 'processing', attempt = t.attempt + 1, claimed_by = p_worker,
            claimed_at = now(), heartbeat_at = now(), next_attempt_at = NULL, updated_at = now()
-     WHERE t.task_id = ANY (p_task_ids)
-       AND t.status IN ('queued', 'retrying')
-       AND t.attempt < t.max_attempts
-       AND EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = t.job_id AND j.status = 'processing')
+      FROM claimable c
+     WHERE t.task_id = c.task_id AND t.status IN ('queued', 'retrying')
     RETURNING t.*;
 $$;
 
@@ -282,6 +290,30 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
     SELECT * FROM finish_task(p_task_id, p_attempt, p_status, p_result, p_error,
                               ARRAY['processing'], 'worker', NULL);
 $$;
+
+-- Several completions of one message's tasks in one round trip and one transaction; each
+-- is still fenced by its own attempt and counted off on its own, in array order.
+CREATE FUNCTION complete_tasks_and_check_stage(
+    p_task_ids text[], p_attempts integer[], p_statuses text[], p_results jsonb[], p_errors jsonb[]
+) RETURNS TABLE (task_id text, applied boolean, is_last_task boolean, task_count integer,
+                 remaining integer, completed_count integer, failed_count integer)
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_column
+BEGIN
+    IF cardinality(p_task_ids) IS DISTINCT FROM cardinality(p_attempts)
+       OR cardinality(p_task_ids) IS DISTINCT FROM cardinality(p_statuses)
+       OR cardinality(p_task_ids) IS DISTINCT FROM cardinality(p_results)
+       OR cardinality(p_task_ids) IS DISTINCT FROM cardinality(p_errors) THEN
+        RAISE EXCEPTION 'complete_tasks_and_check_stage: arrays differ in length (tasks %)',
+            p_task_ids USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_task_ids), 0) LOOP
+        RETURN QUERY
+            SELECT p_task_ids[i], f.* FROM finish_task(
+                p_task_ids[i], p_attempts[i], p_statuses[i], p_results[i], p_errors[i],
+                ARRAY['processing'], 'worker', NULL) f;
+    END LOOP;
+END $$;
 
 -- Fail a task whatever attempt it is at (poison message, janitor), counting it off its stage.
 CREATE FUNCTION fail_task_and_check_stage(
@@ -414,6 +446,9 @@ BEGIN
         RETURN QUERY SELECT false, v_job.status;
         RETURN;
     END IF;
+    -- The stages' fan-in locks before their task rows, in the order finish_task takes them.
+    PERFORM pg_advisory_xact_lock(hashtext(p_job_id), s.stage)
+       FROM job_stages s WHERE s.job_id = p_job_id AND s.status = 'processing' ORDER BY s.stage;
     WITH cancelled_tasks AS (
         UPDATE tasks t SET status = 'cancelled', finished_at = now(), updated_at = now(),
                            heartbeat_at = NULL

@@ -139,13 +139,14 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'retry_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
+    -- The fan-in lock before the stage row, in the order finish_task takes them.
+    PERFORM pg_advisory_xact_lock(hashtext(p_job_id), v_job.stage);
     SELECT * INTO v_stage FROM job_stages s
      WHERE s.job_id = p_job_id AND s.stage = v_job.stage FOR UPDATE;
     IF v_job.status <> 'failed' OR v_stage.status <> 'failed' OR v_stage.failed_count = 0 THEN
         RETURN QUERY SELECT false, v_job.stage, 0;
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext(p_job_id), v_job.stage);
     UPDATE tasks t
        SET status = 'queued', max_attempts = t.attempt + p_attempts, result = NULL,
            finished_at = NULL, dispatched_at = NULL, next_attempt_at = NULL,

@@ -23,7 +23,7 @@ from repositories.jobs import Advance
 from repositories.paging import Page, decode_cursor, encode_cursor
 from repositories.poison import PoisonRecord
 from repositories.queues import wire_size
-from repositories.tasks import NewTask
+from repositories.tasks import Finish, NewTask
 from schemas.exceptions import Conflict, DatabaseError, MessageTooLarge, NotFound
 from schemas.ids import JOB_ID_PATTERN, JobId, TaskId, make_task_id
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
@@ -394,6 +394,9 @@ class FakeTaskStore:
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
         return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
+        return [self._finish(f.task_id, f.attempt, f.status, f.result, f.error) for f in finishes]
 
     def fail_unclaimed(
         self, task_id: TaskId, error: TaskError, actor: str, reason: str

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from controllers.outages import while_unavailable
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from triggers.dependencies import while_unavailable
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped

@@ -7,9 +7,9 @@ import logging
 import azure.functions as func
 
 from controllers.engine import parse_message
+from controllers.outages import while_unavailable
 from schemas.exceptions import ContractViolation
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from triggers.dependencies import while_unavailable
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped

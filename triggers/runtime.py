@@ -20,6 +20,7 @@ from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository, read_message_encoding
 from repositories.recovery import RecoveryRepository
 from repositories.tasks import TaskRepository
+from schemas.exceptions import QueueError
 from schemas.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def runtime() -> Runtime:
     settings = load_settings()
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
+    _create_queues(queues)
     jobs, tasks, poison = JobRepository(pool), TaskRepository(pool), PoisonRepository(pool)
     worker = settings.worker_name or default_worker_name()
     engine = Engine(
@@ -59,6 +61,7 @@ def runtime() -> Runtime:
         worker=worker,
         task_concurrency=settings.task_concurrency,
         heartbeat_s=settings.heartbeat_s,
+        outage_wait_s=settings.dependency_wait_s,
     )
     timings = Timings(
         lease=timedelta(seconds=settings.task_lease_s),
@@ -68,6 +71,15 @@ def runtime() -> Runtime:
     recovery = Recovery(engine, RecoveryRepository(pool), queues, poison, timings)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
     return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery)
+
+
+def _create_queues(queues: QueueRepository) -> None:
+    """Create the queues where missing: Azure Functions creates none for queue triggers."""
+    try:
+        queues.ensure_queues()
+    except QueueError as exc:
+        # Sends fail naming the problem until the storage answers; the health check says so.
+        log.warning("could not create the queues: %s", exc)
 
 
 def engine() -> Engine:
