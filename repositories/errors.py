@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
+from pydantic import BaseModel, ValidationError
 
 from schemas.exceptions import (
     Conflict,
+    ContractViolation,
     DatabaseError,
     DatabaseUnavailable,
     NotFound,
     TransactionConflict,
 )
+
+ROW_IDS = ("job_id", "task_id", "stage", "poison_id", "event_id")
 
 
 @contextmanager
@@ -36,3 +41,21 @@ def translated(action: str, **context: object) -> Iterator[None]:
         raise DatabaseUnavailable(f"{action}: database unavailable: {exc}", **context) from exc
     except psycopg.Error as exc:
         raise DatabaseError(f"{action}: {exc.diag.message_primary or exc}", **context) from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_row(model: type[M], row: object) -> M:
+    """Return a database row as `model`, or raise ContractViolation naming the row and field."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        ids = {k: v for k, v in row.items() if k in ROW_IDS} if isinstance(row, dict) else {}
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise ContractViolation(
+            f"a {model.__name__} row breaks its contract: {problems}", **ids
+        ) from exc

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from repositories.db import Connection
-from repositories.errors import translated
+from repositories.errors import parse_row, translated
 from repositories.paging import Page, decode_cursor, encode_cursor
 from schemas.exceptions import NotFound
 from schemas.ids import JobId
@@ -56,7 +56,7 @@ class JobRepository:
             row = conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
         if row is None:
             raise NotFound("job not found", job_id=job_id)
-        return JobRecord.model_validate(row)
+        return parse_row(JobRecord, row)
 
     def find(
         self,
@@ -82,7 +82,7 @@ class JobRepository:
         }
         with translated("list jobs"), self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        jobs = [JobRecord.model_validate(row) for row in rows[:limit]]
+        jobs = [parse_row(JobRecord, row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(jobs, encode_cursor(jobs[-1].created_at, jobs[-1].job_id) if more else None)
 
@@ -92,7 +92,7 @@ class JobRepository:
             rows = conn.execute(
                 "SELECT * FROM job_stages WHERE job_id = %s ORDER BY stage", (job_id,)
             ).fetchall()
-        return [StageRecord.model_validate(row) for row in rows]
+        return [parse_row(StageRecord, row) for row in rows]
 
     def stage(self, job_id: JobId, stage: int) -> StageRecord:
         """Return one stage row, or raise NotFound."""
@@ -102,7 +102,7 @@ class JobRepository:
             ).fetchone()
         if row is None:
             raise NotFound("stage not found", job_id=job_id, stage=stage)
-        return StageRecord.model_validate(row)
+        return parse_row(StageRecord, row)
 
     def mark_dispatched(self, job_id: JobId, stage: int) -> None:
         """Record that the job message for `stage` was sent (the outbox marker)."""
@@ -183,4 +183,4 @@ class JobRepository:
             rows = conn.execute(
                 "SELECT * FROM job_events WHERE job_id = %s ORDER BY event_id", (job_id,)
             ).fetchall()
-        return [JobEvent.model_validate(row) for row in rows]
+        return [parse_row(JobEvent, row) for row in rows]

@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict
 
 from repositories.db import Connection
-from repositories.errors import translated
+from repositories.errors import parse_row, translated
 from schemas.exceptions import NotFound
 from schemas.ids import JobId, TaskId
 
@@ -61,7 +61,7 @@ class PoisonRepository:
                 "SELECT * FROM poison_messages ORDER BY received_at DESC, poison_id DESC LIMIT %s",
                 (limit,),
             ).fetchall()
-        return [PoisonRecord.model_validate(row) for row in rows]
+        return [parse_row(PoisonRecord, row) for row in rows]
 
     def get(self, poison_id: int) -> PoisonRecord:
         """Return one poison record, or raise NotFound."""
@@ -71,7 +71,7 @@ class PoisonRepository:
             ).fetchone()
         if row is None:
             raise NotFound("poison record not found", poison_id=poison_id)
-        return PoisonRecord.model_validate(row)
+        return parse_row(PoisonRecord, row)
 
     def mark_replayed(self, poison_id: int) -> None:
         """Record that the message was sent again."""

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from repositories.db import Connection
-from repositories.errors import translated
+from repositories.errors import parse_row, translated
 from repositories.paging import Page, decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
@@ -82,7 +82,7 @@ class TaskRepository:
             rows = conn.execute(
                 "SELECT * FROM claim_tasks(%s, %s) ORDER BY task_index", (list(task_ids), worker)
             ).fetchall()
-        return [Claim.model_validate(row) for row in rows]
+        return [parse_row(Claim, row) for row in rows]
 
     def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion:
         """Mark the claimed attempt completed and count it off its stage."""
@@ -111,7 +111,7 @@ class TaskRepository:
                     Jsonb(error.model_dump(mode="json")) if error else None,
                 ),
             ).fetchone()
-        return Completion.model_validate(row)
+        return parse_row(Completion, row)
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
         """Record several claimed attempts' ends in one round trip, each fenced on its own."""
@@ -136,7 +136,7 @@ class TaskRepository:
                         "(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
                         columns,
                     ).fetchall()
-                return [Completion.model_validate(row) for row in rows]
+                return [parse_row(Completion, row) for row in rows]
             except TransactionConflict:
                 # The whole transaction rolled back, so running it again is safe.
                 if attempt == CONFLICT_RETRIES:
@@ -152,7 +152,7 @@ class TaskRepository:
                 "SELECT * FROM fail_task_and_check_stage(%s, %s, %s, %s)",
                 (task_id, Jsonb(error.model_dump(mode="json")), actor, reason),
             ).fetchone()
-        return Completion.model_validate(row)
+        return parse_row(Completion, row)
 
     def retry(self, task_id: TaskId, attempt: int, error: TaskError, delay: timedelta) -> bool:
         """Move the claimed attempt to retrying; its message is re-sent after `delay`."""
@@ -208,7 +208,7 @@ class TaskRepository:
             row = conn.execute("SELECT * FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
         if row is None:
             raise NotFound("task not found", task_id=task_id)
-        return TaskRecord.model_validate(row)
+        return parse_row(TaskRecord, row)
 
     def find(
         self,
@@ -237,7 +237,7 @@ class TaskRepository:
         }
         with translated("list tasks", job_id=job_id), self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
-        tasks = [TaskRecord.model_validate(row) for row in rows[:limit]]
+        tasks = [parse_row(TaskRecord, row) for row in rows[:limit]]
         more = len(rows) > limit
         last = tasks[-1] if tasks else None
         return Page(tasks, encode_cursor(last.stage, last.task_index) if more and last else None)

@@ -320,15 +320,19 @@ def test_unknown_status_from_the_database_fails_loud(
         conn.execute(f"ALTER TABLE {SCHEMA}.{table} DROP CONSTRAINT {constraint}")
         where = "job_id = %s" + ("" if table == "jobs" else " AND stage = 1")
         conn.execute(f"UPDATE {SCHEMA}.{table} SET status = 'exploded' WHERE {where}", (job,))
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ContractViolation) as caught:
         if table == "jobs":
             jobs.get(job)
         elif table == "job_stages":
             jobs.stage(job, 1)
         else:
             tasks.get(make_task_id(job, 1, 0))
-    assert [e["loc"] for e in caught.value.errors()] == [("status",)]
+    cause = caught.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert [e["loc"] for e in cause.errors()] == [("status",)]
+    assert "status:" in str(caught.value)
     assert "'exploded'" in str(caught.value)
+    assert caught.value.context["job_id"] == job
 
 
 def test_database_errors_are_translated(jobs: JobRepository, database_url: str) -> None:
