@@ -10,9 +10,9 @@ from pydantic import BaseModel
 
 from controllers.base import BaseController
 from schemas.exceptions import JobTypeError
+from schemas.messages import MAX_TASK_IDS
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-MAX_TASKS_PER_MESSAGE = 2048
 
 C = TypeVar("C", bound=type[BaseController[Any]])
 
@@ -31,8 +31,8 @@ def problems_of(controller: BaseController[Any]) -> list[str]:
     for number, stage in enumerate(controller.stages, start=1):
         if not NAME.fullmatch(stage.name):
             problems.append(f"stage {number} name {stage.name!r} must match {NAME.pattern}")
-        if not 1 <= stage.tasks_per_message <= MAX_TASKS_PER_MESSAGE:
-            problems.append(f"stage {stage.name!r}: tasks_per_message must be 1..2048")
+        if not 1 <= stage.tasks_per_message <= MAX_TASK_IDS:
+            problems.append(f"stage {stage.name!r}: tasks_per_message must be 1..{MAX_TASK_IDS}")
         if stage.max_attempts is not None and stage.max_attempts < 1:
             problems.append(f"stage {stage.name!r}: max_attempts must be >= 1")
     if not 0.0 <= controller.failure_policy.max_failed_fraction <= 1.0:

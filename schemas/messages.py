@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.ids import JobIdField, TaskIdField
 
 MAX_MESSAGE_BYTES = 64 * 1024
+# The most task ids one message may carry: 512 ids of the longest form still fit in
+# 64 KiB once base64-encoded (tests/unit/test_contracts.py checks it).
+MAX_TASK_IDS = 512
 
 
 class _Message(BaseModel):
@@ -27,7 +30,7 @@ class TaskQueueMessage(_Message):
 
     job_id: JobIdField
     stage: int = Field(ge=1)
-    task_ids: Annotated[list[TaskIdField], Field(min_length=1, max_length=2048)]
+    task_ids: Annotated[list[TaskIdField], Field(min_length=1, max_length=MAX_TASK_IDS)]
 
     @model_validator(mode="after")
     def _tasks_belong_to_stage(self) -> TaskQueueMessage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from schemas.ids import JobId, make_task_id
-from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.messages import MAX_MESSAGE_BYTES, MAX_TASK_IDS, JobQueueMessage, TaskQueueMessage
 from schemas.records import JobRecord, StageRecord, TaskRecord
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
@@ -95,7 +96,7 @@ def task_message(**changes: Any) -> dict[str, Any]:
         (task_message(job_id="abc"), "job_id"),
         (task_message(stage="2"), "stage"),
         (task_message(extra=1), "extra"),
-        (task_message(task_ids=[f"{JOB}-s2-t0"] * 2049), "task_ids"),
+        (task_message(task_ids=[f"{JOB}-s2-t0"] * (MAX_TASK_IDS + 1)), "task_ids"),
     ],
 )
 def test_task_message_rejects(data: dict[str, Any], field: str) -> None:
@@ -314,3 +315,11 @@ def test_task_records_reject_malformed_errors() -> None:
     with pytest.raises(ValidationError) as caught:
         TaskRecord.model_validate(task_row(error={"message": "no type"}))
     assert {"error.type", "error.attempt"} <= error_fields(caught.value)
+
+
+def test_the_largest_legal_task_message_fits_the_queue_limit() -> None:
+    # The longest ids a message can name: stage 10 of noop_fanout, indices up to 99,999.
+    ids = [make_task_id(JOB, 10, 99_999 - i) for i in range(MAX_TASK_IDS)]
+    msg = TaskQueueMessage(job_id=JOB, stage=10, task_ids=ids)
+    encoded = base64.b64encode(msg.model_dump_json().encode())
+    assert len(encoded) <= MAX_MESSAGE_BYTES
