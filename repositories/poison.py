@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict
 
 from repositories.db import Connection
 from repositories.errors import parse_row, translated
 from schemas.exceptions import NotFound
 from schemas.ids import JobId, TaskId
-
-
-class PoisonRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    poison_id: int
-    queue_name: str
-    message_id: str
-    body: str
-    dequeue_count: int
-    reason: str
-    job_id: str | None
-    task_ids: list[str]
-    received_at: datetime
-    replayed_at: datetime | None
+from schemas.records import PoisonRecord
 
 
 class PoisonRepository:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.ids import JobIdField, TaskIdField
-from schemas.records import TaskError
+from schemas.records import PoisonRecord, TaskError
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
 
@@ -143,21 +143,8 @@ class RetryResponse(_Body):
     retried_tasks: int
 
 
-class PoisonView(_Body):
-    poison_id: int
-    queue_name: str
-    message_id: str
-    body: str
-    dequeue_count: int
-    reason: str
-    job_id: str | None
-    task_ids: list[str]
-    received_at: datetime
-    replayed_at: datetime | None
-
-
 class PoisonList(_Body):
-    poison: list[PoisonView]
+    poison: list[PoisonRecord]
 
 
 class ReplayResponse(_Body):

@@ -118,3 +118,18 @@ class Completion(_Row):
     remaining: int
     completed_count: int
     failed_count: int
+
+
+class PoisonRecord(_Row):
+    """A message that could not be processed: its raw body, why, and what it named."""
+
+    poison_id: int
+    queue_name: str
+    message_id: str
+    body: str
+    dequeue_count: int
+    reason: str
+    job_id: str | None
+    task_ids: list[str]
+    received_at: datetime
+    replayed_at: datetime | None

@@ -21,7 +21,6 @@ from controllers.engine import Engine, parse_message
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from repositories.jobs import Advance
 from repositories.paging import Page, decode_cursor, encode_cursor
-from repositories.poison import PoisonRecord
 from repositories.queues import wire_size
 from repositories.tasks import Finish, NewTask
 from schemas.exceptions import Conflict, DatabaseError, MessageTooLarge, NotFound
@@ -32,6 +31,7 @@ from schemas.records import (
     Completion,
     JobEvent,
     JobRecord,
+    PoisonRecord,
     StageRecord,
     TaskError,
     TaskRecord,

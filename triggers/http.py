@@ -18,7 +18,6 @@ from schemas.http import (
     JobTypeList,
     JobView,
     PoisonList,
-    PoisonView,
     Progress,
     ReplayResponse,
     RetryResponse,
@@ -127,8 +126,7 @@ def retry_job(req: func.HttpRequest) -> func.HttpResponse:
 def list_poison(req: func.HttpRequest) -> func.HttpResponse:
     """List recorded poison messages, newest first."""
     records = runtime().poison.recent(int_param(req, "limit", 100, 1, 1000) or 100)
-    views = [PoisonView.model_validate(r.model_dump()) for r in records]
-    return json_response(PoisonList(poison=views))
+    return json_response(PoisonList(poison=records))
 
 
 @bp.route(route="poison/{poison_id}/replay", methods=["POST"], auth_level=ANON)

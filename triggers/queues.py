@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
-from controllers.engine import parse_message
+from controllers.engine import M, parse_message
 from controllers.outages import while_unavailable
 from schemas.exceptions import ContractViolation
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -21,31 +22,28 @@ CONNECTION = "AzureWebJobsStorage"
 def jobs_queue(msg: func.QueueMessage) -> None:
     """Build and dispatch the stage a job message names."""
     rt = runtime()
-    try:
-        parsed = parse_message(JobQueueMessage, msg.get_body())
-    except ContractViolation:
-        _record_malformed(msg, rt.settings.jobs_queue, JobQueueMessage)
-        return
-    while_unavailable(lambda: rt.engine.handle_job_message(parsed), rt.settings.dependency_wait_s)
+    _handle(msg, JobQueueMessage, rt.settings.jobs_queue, rt.engine.handle_job_message)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name="%LIGHTSOUT_TASKS_QUEUE%", connection=CONNECTION)
 def tasks_queue(msg: func.QueueMessage) -> None:
     """Run the tasks a task message names."""
     rt = runtime()
-    try:
-        parsed = parse_message(TaskQueueMessage, msg.get_body())
-    except ContractViolation:
-        _record_malformed(msg, rt.settings.tasks_queue, TaskQueueMessage)
-        return
-    while_unavailable(lambda: rt.engine.handle_task_message(parsed), rt.settings.dependency_wait_s)
+    _handle(msg, TaskQueueMessage, rt.settings.tasks_queue, rt.engine.handle_task_message)
 
 
-def _record_malformed(
-    msg: func.QueueMessage, queue: str, model: type[JobQueueMessage] | type[TaskQueueMessage]
+def _handle(
+    msg: func.QueueMessage, model: type[M], queue: str, handler: Callable[[M], None]
 ) -> None:
-    # A malformed message never gets better by redelivery: record it now, do not retry it.
-    # record_poison parses the body again and appends what is wrong with it to the reason.
-    body = msg.get_body().decode("utf-8", errors="replace")
-    reason = f"malformed {model.__name__}"
-    runtime().engine.record_poison(queue, msg.id or "", body, msg.dequeue_count or 0, reason, model)
+    """Parse the message and hand it over, riding out a short outage of a dependency."""
+    try:
+        parsed = parse_message(model, msg.get_body())
+    except ContractViolation:
+        # A malformed message never gets better by redelivery: record it now, do not retry.
+        # record_poison parses the body again and appends what is wrong to the reason.
+        body = msg.get_body().decode("utf-8", errors="replace")
+        reason = f"malformed {model.__name__}"
+        count = msg.dequeue_count or 0
+        runtime().engine.record_poison(queue, msg.id or "", body, count, reason, model)
+        return
+    while_unavailable(lambda: handler(parsed), runtime().settings.dependency_wait_s)

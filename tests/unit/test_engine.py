@@ -32,11 +32,10 @@ from controllers.jobtypes.noop_fanout import NoopFanout
 from controllers.jobtypes.prime_count import PrimeCount
 from controllers.ports import JobStore, PoisonStore, TaskStore
 from controllers.registry import Registry
-from repositories.poison import PoisonRecord
 from schemas.exceptions import InvalidParameters, JobTypeError, PermanentTaskError
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobEvent, JobRecord, TaskRecord
+from schemas.records import JobEvent, JobRecord, PoisonRecord, TaskRecord
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
 from tests.fakes import FakeBus, FakeDatabase, FakeJobStore, FakePoisonStore, FakeTaskStore
