@@ -53,20 +53,44 @@ def create_stages(conn: Conn, label: str, jobs: int, tasks: int) -> list[tuple[s
     return work
 
 
-def complete_all(conns: list[Conn], work: list[tuple[str, int]]) -> tuple[float, int]:
-    """Complete the work from one thread per connection; return (seconds, lasts seen)."""
+def complete_all(
+    conns: list[Conn], work: list[tuple[str, int]], batch: int = 1
+) -> tuple[float, int]:
+    """Complete the work from one thread per connection; return (seconds, lasts seen).
+
+    With batch > 1 each call is complete_tasks_and_check_stage over `batch` tasks, as the
+    task runner group-commits the tasks of one message.
+    """
     barrier = threading.Barrier(len(conns) + 1)
     lasts = [0] * len(conns)
 
     def worker(n: int) -> None:
         conn = conns[n]
+        share = work[n :: len(conns)]
         barrier.wait()
-        for task_id, attempt in work[n :: len(conns)]:
-            row = conn.execute(
-                "SELECT is_last_task FROM complete_task_and_check_stage(%s, %s, 'completed')",
-                (task_id, attempt),
-            ).fetchone()
-            lasts[n] += bool(row and row["is_last_task"])
+        if batch == 1:
+            for task_id, attempt in share:
+                row = conn.execute(
+                    "SELECT is_last_task FROM complete_task_and_check_stage(%s, %s, 'completed')",
+                    (task_id, attempt),
+                ).fetchone()
+                lasts[n] += bool(row and row["is_last_task"])
+            return
+        share.sort()  # the runner's order: fan-in locks are taken in task_id order
+        for i in range(0, len(share), batch):
+            chunk = share[i : i + batch]
+            rows = conn.execute(
+                "SELECT is_last_task FROM complete_tasks_and_check_stage"
+                "(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
+                (
+                    [t for t, _ in chunk],
+                    [a for _, a in chunk],
+                    ["completed"] * len(chunk),
+                    [None] * len(chunk),
+                    [None] * len(chunk),
+                ),
+            ).fetchall()
+            lasts[n] += sum(bool(r["is_last_task"]) for r in rows)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(len(conns))]
     for thread in threads:
@@ -88,10 +112,19 @@ def main() -> None:
         action="store_true",
         help="SET synchronous_commit TO off on the racing connections (shows the WAL flush cost)",
     )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="completions per call (group commit), as 25 tasks per message",
+    )
     args = parser.parse_args()
     dsn = os.environ.get("DATABASE_URL", DEFAULT_DSN)
     commit = "synchronous_commit off" if args.async_commit else "synchronous_commit as configured"
-    print(f"fan-in: {args.tasks} completions from {args.connections} connections; {commit}; {dsn}")
+    print(
+        f"fan-in: {args.tasks} completions from {args.connections} connections,"
+        f" {args.batch} per call; {commit}; {dsn}"
+    )
     print(f"{'layout':>22} {'median/s':>9} {'min/s':>7} {'max/s':>7}")
     with scratch_schema(dsn) as schema:
         setup = connect(dsn, schema, True)
@@ -100,7 +133,7 @@ def main() -> None:
             rates = []
             for run in range(args.runs):
                 work = create_stages(setup, f"fan-{jobs}-{run}", jobs, args.tasks // jobs)
-                seconds, lasts = complete_all(conns, work)
+                seconds, lasts = complete_all(conns, work, args.batch)
                 assert lasts == jobs, f"{lasts} lasts for {jobs} stages"
                 rates.append(len(work) / seconds)
             layout = "1 stage" if jobs == 1 else f"{jobs} jobs x {args.tasks // jobs} tasks"
