@@ -10,7 +10,7 @@ from datetime import timedelta
 from controllers.engine import Engine
 from controllers.worker import backoff
 from repositories.poison import PoisonRepository
-from repositories.queues import QueueRepository
+from repositories.queues import PEEK_MAX, QueueRepository
 from repositories.recovery import RecoveryRepository, Unsent
 from schemas.exceptions import Conflict, JobTypeError
 from schemas.ids import JobId
@@ -37,6 +37,7 @@ class JanitorReport:
     reopened: int = 0
     resent_jobs: int = 0
     resent_tasks: int = 0
+    undecodable: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
     def any(self) -> bool:
@@ -62,6 +63,7 @@ class Recovery:
         self._fail_unknown_types(report)
         self._reopen_idle(report)
         self._sweep(report)
+        self._record_undecodable(report)
         return report
 
     def _reap(self, report: JanitorReport) -> None:
@@ -115,6 +117,21 @@ class Recovery:
             ]
             self.queues.send_tasks(msgs, delay if delay > timedelta(0) else None)
             report.resent_tasks += len(ids)
+
+    def _record_undecodable(self, report: JanitorReport, batches: int = 10) -> None:
+        # The Functions host moves a message that is not in host.json's messageEncoding to
+        # the poison queue unread, and from the poison queue to `<poison>-poison`, where no
+        # trigger ever sees it: record it from there, so no message goes unrecorded.
+        for queue in (self.queues.jobs_poison_queue, self.queues.tasks_poison_queue):
+            for _ in range(batches):
+                received = self.queues.receive_raw(f"{queue}-poison")
+                for raw in received:
+                    reason = f"not {self.queues.encoding} as host.json messageEncoding says"
+                    self.poison.record(queue, raw.message_id, raw.text, raw.dequeue_count, reason)
+                    self.queues.delete_raw(f"{queue}-poison", raw)
+                    report.undecodable += 1
+                if len(received) < PEEK_MAX:
+                    break
 
     def _per_message(self, job_id: JobId, stage: int) -> int:
         try:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Self, get_args
@@ -38,6 +39,16 @@ RETRIES = 2
 RETRY_BACKOFF_S = 1
 MAX_DELAY = timedelta(days=7)
 PEEK_MAX = 32
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A received message as the queue stores it, with what deleting it takes."""
+
+    message_id: str
+    pop_receipt: str
+    text: str
+    dequeue_count: int
 
 
 class PartialSend(QueueError):
@@ -226,6 +237,33 @@ class QueueRepository:
         with translated("peek messages", queue=queue):
             peeked = self._client(queue).peek_messages(max_messages=min(n, PEEK_MAX))
         return [decode_wire_text(str(m.content), self.encoding) for m in peeked]
+
+    def receive_raw(
+        self, queue: str, n: int = PEEK_MAX, lease: timedelta = timedelta(minutes=1)
+    ) -> list[RawMessage]:
+        """Receive up to n (at most 32) messages as stored, undecoded; none if no such queue."""
+        count = min(n, PEEK_MAX)
+        try:
+            with translated("receive messages", queue=queue):
+                pages = self._client(queue).receive_messages(
+                    messages_per_page=count,
+                    max_messages=count,
+                    visibility_timeout=visibility_seconds(lease),
+                )
+                received = list(next(pages.by_page(), []))
+        except QueueError as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return []
+            raise
+        return [
+            RawMessage(m.id, m.pop_receipt or "", str(m.content or ""), m.dequeue_count or 0)
+            for m in received
+        ]
+
+    def delete_raw(self, queue: str, message: RawMessage) -> None:
+        """Delete a message received with receive_raw."""
+        with translated("delete message", queue=queue, message_id=message.message_id):
+            self._client(queue).delete_message(message.message_id, message.pop_receipt)
 
     def close(self) -> None:
         """Stop the send threads and close every client's connections; do not use it after."""

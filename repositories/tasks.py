@@ -172,7 +172,7 @@ class TaskRepository:
                 "UPDATE tasks t SET heartbeat_at = now() FROM ("
                 " SELECT task_id FROM tasks WHERE task_id = ANY (%s)"
                 " AND status = 'processing' AND claimed_by = %s"
-                " ORDER BY task_id FOR UPDATE SKIP LOCKED) alive"
+                " ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED) alive"
                 " WHERE t.task_id = alive.task_id",
                 (list(task_ids), worker),
             )
@@ -186,8 +186,9 @@ class TaskRepository:
             conn.execute(
                 "UPDATE tasks t SET dispatched_at = now() FROM ("
                 " SELECT task_id FROM tasks WHERE task_id = ANY (%s) AND dispatched_at IS NULL"
-                " AND status IN ('queued', 'retrying') ORDER BY task_id FOR UPDATE SKIP LOCKED"
-                ") unsent WHERE t.task_id = unsent.task_id",
+                " AND status IN ('queued', 'retrying')"
+                " ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED) unsent"
+                " WHERE t.task_id = unsent.task_id",
                 (list(task_ids),),
             )
 

@@ -177,7 +177,7 @@ BEGIN
         RAISE EXCEPTION 'start_stage: negative task count % for job % stage %',
             p_task_count, p_job_id, p_stage USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO v_job FROM jobs WHERE job_id = p_job_id FOR UPDATE;
+    SELECT * INTO v_job FROM jobs WHERE job_id = p_job_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'start_stage: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -215,7 +215,7 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
            AND t.attempt < t.max_attempts
            AND EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = t.job_id AND j.status = 'processing')
          ORDER BY t.task_id
-           FOR UPDATE OF t
+           FOR NO KEY UPDATE OF t
     )
     UPDATE tasks t
        SET status = 'processing', attempt = t.attempt + 1, claimed_by = p_worker,
@@ -254,7 +254,7 @@ BEGIN
         RAISE EXCEPTION 'finish_task: task % does not exist', p_task_id USING ERRCODE = 'no_data_found';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(v_job), v_stage);
-    SELECT t.status, t.attempt INTO v_from, v_attempt FROM tasks t WHERE t.task_id = p_task_id FOR UPDATE;
+    SELECT t.status, t.attempt INTO v_from, v_attempt FROM tasks t WHERE t.task_id = p_task_id FOR NO KEY UPDATE;
     IF v_from <> ALL (p_from) OR (p_attempt IS NOT NULL AND v_attempt <> p_attempt) THEN
         RETURN QUERY SELECT false, false, s.task_count, s.remaining, s.completed_count, s.failed_count
                        FROM job_stages s WHERE s.job_id = v_job AND s.stage = v_stage;
@@ -369,7 +369,7 @@ BEGIN
         RAISE EXCEPTION 'advance_job_stage: % is not a final job status (job %)', p_job_status, p_job_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR UPDATE;
+    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'advance_job_stage: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -438,7 +438,10 @@ BEGIN
         RAISE EXCEPTION 'stop_job: failing job % needs an error', p_job_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR UPDATE;
+    -- NO KEY UPDATE: a batch of completions that holds this job's fan-in lock re-checks its
+    -- stage row's foreign key (FOR KEY SHARE of this row) and must not wait for us while
+    -- we wait for that lock.
+    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'stop_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;

@@ -19,7 +19,7 @@ BEGIN
     END IF;
     -- The same lock order as finish_task: the stage's advisory lock, then the task row.
     PERFORM pg_advisory_xact_lock(hashtext(v_task.job_id), v_task.stage);
-    SELECT * INTO v_task FROM tasks t WHERE t.task_id = p_task_id FOR UPDATE;
+    SELECT * INTO v_task FROM tasks t WHERE t.task_id = p_task_id FOR NO KEY UPDATE;
     IF v_task.status <> 'processing' OR v_task.heartbeat_at >= now() - p_lease THEN
         RETURN QUERY SELECT 'none'::text, false, v_task.attempt;
         RETURN;
@@ -56,12 +56,20 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
            AND t.updated_at < now() - p_grace AND j.status = 'processing'
          ORDER BY t.updated_at
          LIMIT p_limit
-           FOR UPDATE OF t SKIP LOCKED
+           FOR NO KEY UPDATE OF t SKIP LOCKED
+    ), claimed AS (
+        UPDATE tasks t SET dispatched_at = now()
+          FROM due WHERE t.task_id = due.task_id
+        RETURNING t.task_id, t.job_id, t.stage,
+                  greatest(0, extract(epoch FROM coalesce(t.next_attempt_at, now()) - now()))::float8
+    ), logged AS (
+        -- One repair event per stage and sweep, with how many of its tasks were unsent.
+        INSERT INTO job_events (job_id, stage, kind, actor, reason, detail)
+        SELECT c.job_id, c.stage, 'repair', 'janitor',
+               'task message never sent: the sweeper sends it', jsonb_build_object('tasks', count(*))
+          FROM claimed c GROUP BY c.job_id, c.stage
     )
-    UPDATE tasks t SET dispatched_at = now()
-      FROM due WHERE t.task_id = due.task_id
-    RETURNING t.task_id, t.job_id, t.stage,
-              greatest(0, extract(epoch FROM coalesce(t.next_attempt_at, now()) - now()))::float8;
+    SELECT * FROM claimed;
 $$;
 
 -- The same for job messages: jobs whose current stage's message was never sent.
@@ -74,11 +82,17 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$
            AND j.updated_at < now() - p_grace
          ORDER BY j.updated_at
          LIMIT p_limit
-           FOR UPDATE SKIP LOCKED
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE jobs j SET dispatched_at = now()
+          FROM due WHERE j.job_id = due.job_id
+        RETURNING j.job_id, j.stage
+    ), logged AS (
+        INSERT INTO job_events (job_id, stage, kind, actor, reason)
+        SELECT c.job_id, c.stage, 'repair', 'janitor', 'stage message never sent: the sweeper sends it'
+          FROM claimed c
     )
-    UPDATE jobs j SET dispatched_at = now()
-      FROM due WHERE j.job_id = due.job_id
-    RETURNING j.job_id, j.stage;
+    SELECT * FROM claimed;
 $$;
 
 -- Messages that were sent but nothing came of them for p_idle (lost with a storage
@@ -135,14 +149,15 @@ DECLARE
     v_stage job_stages%ROWTYPE;
     v_count integer;
 BEGIN
-    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR UPDATE;
+    -- NO KEY UPDATE, as in stop_job: completions holding the fan-in lock may need KEY SHARE.
+    SELECT * INTO v_job FROM jobs j WHERE j.job_id = p_job_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'retry_job: job % does not exist', p_job_id USING ERRCODE = 'no_data_found';
     END IF;
     -- The fan-in lock before the stage row, in the order finish_task takes them.
     PERFORM pg_advisory_xact_lock(hashtext(p_job_id), v_job.stage);
     SELECT * INTO v_stage FROM job_stages s
-     WHERE s.job_id = p_job_id AND s.stage = v_job.stage FOR UPDATE;
+     WHERE s.job_id = p_job_id AND s.stage = v_job.stage FOR NO KEY UPDATE;
     IF v_job.status <> 'failed' OR v_stage.status <> 'failed' OR v_stage.failed_count = 0 THEN
         RETURN QUERY SELECT false, v_job.stage, 0;
         RETURN;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from schemas.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 APP_ROOT = Path(__file__).resolve().parent.parent
+_MAKING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,16 @@ class Runtime:
         self.pool.close()
 
 
-@functools.cache
 def runtime() -> Runtime:
     """Return the runtime, made on first use from the environment's settings."""
+    # functools.cache alone lets threads that ask at the same moment (a host starts its
+    # janitor, queue and HTTP threads together) each build one, leaking all but one pool.
+    with _MAKING:
+        return _make_runtime()
+
+
+@functools.cache
+def _make_runtime() -> Runtime:
     settings = load_settings()
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
@@ -89,6 +98,7 @@ def engine() -> Engine:
 
 def reset_runtime() -> None:
     """Close and forget the runtime (tests switch databases and queues between cases)."""
-    if runtime.cache_info().currsize:
-        runtime().close()
-    runtime.cache_clear()
+    with _MAKING:
+        if _make_runtime.cache_info().currsize:
+            _make_runtime().close()
+        _make_runtime.cache_clear()

@@ -1,0 +1,118 @@
+"""A host dies in the gap between a database commit and the queue send (LIGHTSOUT_CRASH_AT).
+
+The commit is there, the message is not: a normal host started afterwards must find the
+gap (the sweeper for unsent messages, the janitor for a stage that never advanced), close
+it, record the repair in job_events, and the job completes as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from controllers.faults import CRASH_EXIT_CODE
+from lightsout.client import ApiError
+from tests.chaos.hosts import Fleet, HostProcess, say
+from tests.chaos.probe import Probe, check_completed_once
+
+pytestmark = pytest.mark.chaos
+
+TASKS, STAGES = 100, 2
+PARAMS = {"tasks": TASKS, "stages": STAGES, "sleep_ms": 2}
+
+
+def crash(fleet: Fleet, point: str) -> HostProcess:
+    """Start a host that dies at `point`, and make it get there."""
+    crasher = fleet.start(f"crash-{point}", LIGHTSOUT_CRASH_AT=point)
+    try:
+        status, body = crasher.api.request("POST", "jobs/noop_fanout", PARAMS)
+        say(f"submit to {crasher.name} answered {status} {body.get('status')}")
+    except ApiError as exc:
+        say(f"submit to {crasher.name} got no answer, as the host died: {exc}")
+    code = crasher.wait_exit(30)
+    say(f"{crasher.name} exited with {code}")
+    assert code == CRASH_EXIT_CODE
+    return crasher
+
+
+def only_job(probe: Probe) -> str:
+    rows = probe.rows("SELECT job_id FROM jobs")
+    assert len(rows) == 1, rows
+    return str(rows[0]["job_id"])
+
+
+def heal(fleet: Fleet, probe: Probe, job_id: str) -> float:
+    """Start a normal host; return the seconds until the job ended."""
+    started = time.monotonic()
+    fleet.start("healer")
+    probe.wait_until_ended(job_id, 60)
+    took = time.monotonic() - started
+    say(f"a normal host finished the job {took:.1f} s after it started")
+    return took
+
+
+def repairs(probe: Probe, job_id: str) -> list[str]:
+    found = [
+        f"stage {e['stage']} by {e['actor']}: {e['reason']}" for e in probe.events(job_id, "repair")
+    ]
+    say("repairs in job_events:\n  " + "\n  ".join(found or ["(none)"]))
+    return found
+
+
+def test_crash_after_submit_commit(fleet: Fleet, probe: Probe) -> None:
+    crash(fleet, "after_submit_commit")
+    job_id = only_job(probe)
+    job = probe.job(job_id)
+    say(f"left behind: job {job['status']}, dispatched_at {job['dispatched_at']}")
+    assert (job["status"], job["dispatched_at"]) == ("queued", None)
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    assert repairs(probe, job_id) == [
+        "stage 1 by janitor: stage message never sent: the sweeper sends it"
+    ]
+
+
+def test_crash_after_stage_commit(fleet: Fleet, probe: Probe) -> None:
+    crash(fleet, "after_stage_commit")
+    job_id = only_job(probe)
+    unsent = probe.value(
+        "SELECT count(*) FROM tasks WHERE job_id = %s AND dispatched_at IS NULL", job_id
+    )
+    say(f"left behind: stage 1 started with {unsent} tasks, none of them sent")
+    assert unsent == TASKS
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    found = repairs(probe, job_id)
+    assert set(found) == {"stage 1 by janitor: task message never sent: the sweeper sends it"}
+    resent = sum(int(e["detail"]["tasks"]) for e in probe.events(job_id, "repair"))
+    say(f"the sweeper re-sent {resent} tasks")
+    assert resent == TASKS
+
+
+def test_crash_before_advance(fleet: Fleet, probe: Probe) -> None:
+    crash(fleet, "before_advance")
+    job_id = only_job(probe)
+    stage = probe.rows(
+        "SELECT s.status, s.remaining, j.stage FROM job_stages s JOIN jobs j USING (job_id)"
+        " WHERE s.job_id = %s AND s.stage = 1",
+        job_id,
+    )[0]
+    say(
+        f"left behind: stage 1 {stage['status']} with {stage['remaining']} remaining, job at"
+        f" stage {stage['stage']}"
+    )
+    assert (stage["status"], stage["remaining"], stage["stage"]) == ("processing", 0, 1)
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    found = repairs(probe, job_id)
+    assert found == ["stage 1 by janitor: all tasks had ended but the stage never advanced"]
+    advanced_by = probe.rows(
+        "SELECT actor FROM job_events WHERE job_id = %s AND kind = 'stage_status'"
+        " AND stage = 1 AND to_status = 'completed'",
+        job_id,
+    )
+    assert [r["actor"] for r in advanced_by] == ["janitor"]
