@@ -11,15 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from lightsout.client import ApiClient, ApiError
 from lightsout.devservices import free_port
+from tests.e2e.hosts import wait_for as wait_for  # shared with the e2e tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 Json = dict[str, Any]
 
 # The defaults are a 60 s lease, 15 s grace, 10 min stall and a janitor every 10 s;
@@ -37,18 +37,6 @@ READY_TIMEOUT_S = 60.0
 def say(text: str) -> None:
     """Print one line of the test's own report (shown by pytest -s and in CI logs)."""
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.2) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 class HostProcess:
