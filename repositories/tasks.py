@@ -262,16 +262,6 @@ class TaskRepository:
             yield page
             last = page[-1][0]
 
-    def failed_ids(self, job_id: JobId, stage: int, limit: int) -> list[TaskId]:
-        """Return up to `limit` ids of the stage's failed tasks."""
-        with translated("failed tasks", job_id=job_id), self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT task_id FROM tasks WHERE job_id = %s AND stage = %s"
-                " AND status = 'failed' ORDER BY task_index LIMIT %s",
-                (job_id, stage, limit),
-            ).fetchall()
-        return [TaskId(str(r["task_id"])) for r in rows]
-
 
 def _json_object(value: object) -> dict[str, Any] | None:
     if value is None:

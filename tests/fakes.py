@@ -540,11 +540,6 @@ class FakeTaskStore:
             yield page
             last = page[-1][0]
 
-    def failed_ids(self, job_id: JobId, stage: int, limit: int) -> list[TaskId]:
-        with self.db.lock:
-            rows = self.db.stage_tasks(job_id, stage)
-            return [t.task_id for t in rows if t.status is TaskStatus.FAILED][:limit]
-
 
 class FakePoisonStore:
     def __init__(self, db: FakeDatabase) -> None:

@@ -91,11 +91,6 @@ def _create_queues(queues: QueueRepository) -> None:
         log.warning("could not create the queues: %s", exc)
 
 
-def engine() -> Engine:
-    """Return the process-wide engine."""
-    return runtime().engine
-
-
 def reset_runtime() -> None:
     """Close and forget the runtime (tests switch databases and queues between cases)."""
     with _MAKING:

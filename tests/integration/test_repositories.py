@@ -176,7 +176,7 @@ def test_claim_complete_and_advance(jobs: JobRepository, tasks: TaskRepository) 
     assert tasks.complete(ids[2], 1, {"out": 2}).is_last_task is False
 
     assert tasks.get(ids[1]).error == ERROR
-    assert tasks.failed_ids(job, 1, 10) == [ids[1]]
+    assert [t.task_id for t in tasks.find(job, 1, TaskStatus.FAILED).items] == [ids[1]]
     pages = list(tasks.results(job, 1, page_size=1))
     assert pages == [[(0, {"out": 0})], [(2, {"out": 2})]]
 
