@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from controllers.engine import Engine
+from controllers.stages import task_messages
 from controllers.worker import backoff
 from repositories.poison import PoisonRepository
 from repositories.queues import PEEK_MAX, QueueRepository
 from repositories.recovery import RecoveryRepository, Unsent
 from schemas.exceptions import Conflict, JobTypeError
 from schemas.ids import JobId
-from schemas.messages import TaskQueueMessage
+from schemas.messages import JobQueueMessage
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +103,16 @@ class Recovery:
         report.reopened = tasks + jobs
 
     def _sweep(self, report: JanitorReport) -> None:
+        # The claims have marked these as sent already: send them, nothing more.
         for job_id, stage in self.repo.claim_unsent_jobs(self.timings.sweep_grace):
-            self.engine.driver.send_stage(job_id, stage)
+            self.queues.send_job(JobQueueMessage(job_id=job_id, stage=stage))
             report.resent_jobs += 1
         groups: dict[tuple[JobId, int, timedelta], list[Unsent]] = defaultdict(list)
         for unsent in self.repo.claim_unsent_tasks(self.timings.sweep_grace):
             groups[(unsent.job_id, unsent.stage, unsent.delay)].append(unsent)
         for (job_id, stage, delay), items in groups.items():
-            per_message = self._per_message(job_id, stage)
             ids = [u.task_id for u in items]
-            msgs = [
-                TaskQueueMessage(job_id=job_id, stage=stage, task_ids=ids[i : i + per_message])
-                for i in range(0, len(ids), per_message)
-            ]
+            msgs = task_messages(job_id, stage, ids, self._per_message(job_id, stage))
             self.queues.send_tasks(msgs, delay if delay > timedelta(0) else None)
             report.resent_tasks += len(ids)
 

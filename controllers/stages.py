@@ -17,7 +17,7 @@ from repositories.tasks import NewTask
 from schemas.exceptions import QueueError
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobRecord, StageRecord
+from schemas.records import JobRecord, StageRecord, TaskRecord
 from schemas.results import MAX_FAILED_IDS, StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
@@ -100,10 +100,7 @@ class StageDriver:
     def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent."""
         ids = self.tasks.undispatched(job_id, stage)
-        msgs = [
-            TaskQueueMessage(job_id=job_id, stage=stage, task_ids=ids[i : i + per_message])
-            for i in range(0, len(ids), per_message)
-        ]
+        msgs = task_messages(job_id, stage, ids, per_message)
         try:
             sent = self.bus.send_tasks(msgs)
         except QueueError as exc:
@@ -124,10 +121,12 @@ class StageDriver:
         if row.status is not StageStatus.PROCESSING or row.remaining != 0:
             return False
         controller = self.registry.get(job.job_type)
+        # One read of the failed tasks serves the stage result and the job's error.
+        failed = self._failed_tasks(job_id, row) if row.failed_count else []
         try:
-            result = self._stage_result(controller, job, row)
+            result = self._stage_result(controller, job, row, failed)
             if result.status is StageStatus.FAILED:
-                failure = self._failure(job_id, result)
+                failure = _failure(result, failed[:ERRORS_IN_JOB_ERROR])
                 return self.jobs.advance(
                     job_id, result, JobStatus.FAILED, None, failure, actor
                 ).advanced
@@ -146,7 +145,11 @@ class StageDriver:
         self.jobs.mark_dispatched(job_id, stage)
 
     def _stage_result(
-        self, controller: BaseController[Any], job: JobRecord, row: StageRecord
+        self,
+        controller: BaseController[Any],
+        job: JobRecord,
+        row: StageRecord,
+        failed: list[TaskRecord],
     ) -> StageResultContract:
         declared = controller.stage(row.stage)
         ctx = AggregateContext(
@@ -159,7 +162,6 @@ class StageDriver:
             aggregate = dict(declared.aggregate(ctx))
         except Exception as exc:
             raise UserCodeError("aggregate", row.stage, exc) from exc
-        failed = self._failed_ids(job.job_id, row) if row.failed_count else []
         finished = datetime.now(UTC)
         return StageResultContract(
             stage=row.stage,
@@ -171,30 +173,12 @@ class StageDriver:
             started_at=row.started_at,
             finished_at=finished,
             duration_s=(finished - row.started_at).total_seconds() if row.started_at else 0.0,
-            failed_task_ids=failed,
+            failed_task_ids=[task.task_id for task in failed],
             aggregate=aggregate,
         )
 
-    def _failed_ids(self, job_id: JobId, row: StageRecord) -> list[TaskId]:
-        page = self.tasks.find(job_id, row.stage, TaskStatus.FAILED, limit=MAX_FAILED_IDS)
-        return [task.task_id for task in page.items]
-
-    def _failure(self, job_id: JobId, result: StageResultContract) -> Json:
-        page = self.tasks.find(job_id, result.stage, TaskStatus.FAILED, limit=ERRORS_IN_JOB_ERROR)
-        return {
-            "message": f"stage {result.stage} ({result.name}) failed: {result.failed_count} of "
-            f"{result.task_count} tasks failed",
-            "stage": result.stage,
-            "failed_count": result.failed_count,
-            "failed_task_ids": [str(t) for t in result.failed_task_ids],
-            "errors": [
-                {
-                    "task_id": t.task_id,
-                    **(t.error.model_dump(exclude={"traceback"}) if t.error else {}),
-                }
-                for t in page.items
-            ],
-        }
+    def _failed_tasks(self, job_id: JobId, row: StageRecord) -> list[TaskRecord]:
+        return self.tasks.find(job_id, row.stage, TaskStatus.FAILED, limit=MAX_FAILED_IDS).items
 
     def _complete(
         self,
@@ -216,6 +200,34 @@ class StageDriver:
         with_errors = any(r.status is StageStatus.COMPLETED_WITH_ERRORS for r in results.values())
         status = JobStatus.COMPLETED_WITH_ERRORS if with_errors else JobStatus.COMPLETED
         return self.jobs.advance(job.job_id, last, status, output, None, actor).advanced
+
+
+def _failure(result: StageResultContract, failed: list[TaskRecord]) -> Json:
+    """Return a failed job's error: the counts, the failed ids, and the first errors."""
+    return {
+        "message": f"stage {result.stage} ({result.name}) failed: {result.failed_count} of "
+        f"{result.task_count} tasks failed",
+        "stage": result.stage,
+        "failed_count": result.failed_count,
+        "failed_task_ids": [str(t) for t in result.failed_task_ids],
+        "errors": [
+            {
+                "task_id": t.task_id,
+                **(t.error.model_dump(exclude={"traceback"}) if t.error else {}),
+            }
+            for t in failed
+        ],
+    }
+
+
+def task_messages(
+    job_id: JobId, stage: int, task_ids: Sequence[TaskId], per_message: int
+) -> list[TaskQueueMessage]:
+    """Pack a stage's task ids into messages of at most `per_message` tasks each."""
+    return [
+        TaskQueueMessage(job_id=job_id, stage=stage, task_ids=list(task_ids[i : i + per_message]))
+        for i in range(0, len(task_ids), per_message)
+    ]
 
 
 def _stage_results(job: JobRecord) -> dict[str, StageResultContract]:
