@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-PGBOUNCER = "/usr/sbin/pgbouncer"
+SBIN_PGBOUNCER = "/usr/sbin/pgbouncer"  # Debian's package; /usr/sbin is not on every PATH
 INSTALL = "PgBouncer is not installed: `apt-get install -y pgbouncer` (Debian/Ubuntu)"
 CONFIG = """\
 [databases]
@@ -74,7 +74,8 @@ class PgBouncer:
 
 def start_pgbouncer(run_dir: Path, server_dsn: str, pool_size: int = 5) -> PgBouncer:
     """Start PgBouncer on a free 127.0.0.1 port for every database of `server_dsn`'s server."""
-    if not Path(PGBOUNCER).exists():
+    pgbouncer = shutil.which("pgbouncer") or SBIN_PGBOUNCER
+    if not Path(pgbouncer).exists():
         raise RuntimeError(INSTALL)
     server = conninfo_to_dict(server_dsn)
     port = _free_port()
@@ -94,7 +95,7 @@ def start_pgbouncer(run_dir: Path, server_dsn: str, pool_size: int = 5) -> PgBou
             pidfile=directory / "pgbouncer.pid",
         )
     )
-    command = [PGBOUNCER, str(config)]
+    command = [pgbouncer, str(config)]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
         _give_to_postgres(directory)
         command = ["runuser", "-u", "postgres", "--", *command]

@@ -70,9 +70,10 @@ def open_pool(settings: DatabaseSettings, name: str = "lightsout") -> SchemaPool
     if password:
         password()  # at start-up, a credential that gives no token names itself at once
     log.info(
-        "database pool %s: %s, server-side prepared statements %s, %s",
+        "database pool %s: %s (LIGHTSOUT_DB_POOLER=%s), server-side prepared statements %s, %s",
         name,
-        "through a transaction pooler" if pooled else "direct (no transaction pooler)",
+        "through a transaction pooler" if pooled else "no transaction pooler",
+        settings.db_pooler,
         "off" if pooled else "on",
         "Microsoft Entra tokens as password" if password else "password from the settings",
     )
