@@ -64,4 +64,5 @@ def credential_for(settings: DatabaseSettings) -> TokenCredential:
 
 
 def entra_password(settings: DatabaseSettings) -> EntraPassword:
+    """Return the token source of LIGHTSOUT_DB_AUTH=entra for these settings."""
     return EntraPassword(credential_for(settings))

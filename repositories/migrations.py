@@ -52,8 +52,8 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 @contextmanager
 def _in_schema(conn: psycopg.Connection[Any], schema: str) -> Iterator[None]:
-    """One transaction in `schema`: nothing is set for the session, so this also works
-    through a transaction pooler (each transaction may get another server connection)."""
+    """Run one transaction in `schema`, setting nothing for the session."""
+    # Nothing of the session: through a transaction pooler the next one may run elsewhere.
     with conn.transaction():
         set_search_path(conn, schema)
         yield
