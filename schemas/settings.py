@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,8 +33,20 @@ class DatabaseSettings(BaseSettings):
     )
     pool_min_size: int = Field(default=1, ge=0, validation_alias="LIGHTSOUT_POOL_MIN_SIZE")
     pool_max_size: int = Field(default=10, ge=1, validation_alias="LIGHTSOUT_POOL_MAX_SIZE")
+    # Connections through a transaction pooler (PgBouncer, Azure's port 6432) and past it.
+    migrations_database_url: str | None = Field(
+        default=None, validation_alias="LIGHTSOUT_MIGRATIONS_DATABASE_URL"
+    )
+    db_pooler: Literal["auto", "transaction", "none"] = Field(
+        default="auto", validation_alias="LIGHTSOUT_DB_POOLER"
+    )
+    # Microsoft Entra tokens as the PostgreSQL password.
+    db_auth: Literal["password", "entra"] = Field(
+        default="password", validation_alias="LIGHTSOUT_DB_AUTH"
+    )
+    db_client_id: str | None = Field(default=None, validation_alias="LIGHTSOUT_DB_CLIENT_ID")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrations_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -62,6 +74,11 @@ class DatabaseSettings(BaseSettings):
             "password": self.pgpassword,
         }
         return " ".join(f"{k}={v}" for k, v in parts.items() if v)
+
+    @property
+    def migrations_conninfo(self) -> str:
+        """Return the direct connection migrations take (the pooler's port is not for them)."""
+        return self.migrations_database_url or self.conninfo
 
 
 class Settings(DatabaseSettings):
