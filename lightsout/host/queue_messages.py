@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
@@ -15,10 +13,10 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage
 
+from azstorage import MessageEncoding, NotEncoded, decode_body, ensure_queue
 from lightsout.host.discovery import QueueFunction
 from lightsout.host.hostjson import QueuesOptions
 from lightsout.host.invoke import Invoker
-from lightsout.host.storage import ensure_queue
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +43,11 @@ class Lease:
 _Action = Callable[[Lease], None]
 
 
-def decode_body(raw: str, encoding: str) -> bytes | None:
-    """The message body as the function sees it; None when base64 text is not base64."""
-    if encoding == "none":
-        return raw.encode("utf-8")
+def body_or_none(raw: str, encoding: MessageEncoding) -> bytes | None:
+    """The message body as the function sees it; None when it is not in `encoding`."""
     try:
-        return base64.b64decode("".join(raw.split()), validate=True)
-    except (binascii.Error, ValueError):
+        return decode_body(raw, encoding)
+    except NotEncoded:
         return None
 
 
@@ -91,7 +87,7 @@ class MessageHandler:
 
     def handle(self, lease: Lease) -> None:
         """Invoke the function for a leased message and settle the message by the outcome."""
-        body = decode_body(lease.raw, self.options.message_encoding)
+        body = body_or_none(lease.raw, self.options.message_encoding)
         refusal = self._refusal(lease, body)
         if refusal is not None or body is None:
             log.error(

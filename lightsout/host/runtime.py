@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from azstorage import StorageConfigError
 from lightsout.host.banner import banner
 from lightsout.host.discovery import (
     AnyFunction,
@@ -89,18 +90,21 @@ class Host:
         self.timers = [
             TimerRunner(f, self.invoker) for f in functions if isinstance(f, TimerFunction)
         ]
-        self.listeners = [
-            QueueListener(
-                f,
-                queues,
-                self.invoker,
-                concurrency=self.concurrency,
-                lease_time=self.lease_time,
-                function_timeout=self.config.function_timeout,
-            )
-            for f in functions
-            if isinstance(f, QueueFunction)
-        ]
+        try:
+            self.listeners = [
+                QueueListener(
+                    f,
+                    queues,
+                    self.invoker,
+                    concurrency=self.concurrency,
+                    lease_time=self.lease_time,
+                    function_timeout=self.config.function_timeout,
+                )
+                for f in functions
+                if isinstance(f, QueueFunction)
+            ]
+        except StorageConfigError as exc:
+            raise HostConfigError(str(exc)) from exc
         http = [f for f in functions if isinstance(f, HttpFunction)]
         router = Router(
             self.config.extensions.http.route_prefix, [(f.route, f.methods, f) for f in http]

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
+from azstorage import ensure_queue
 from lightsout.host import Host
-from lightsout.host.storage import ensure_queue
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
 Json = dict[str, Any]
