@@ -122,6 +122,7 @@ def test_discover_sample_app(sample_app: SampleApp) -> None:
     env = {
         "SAMPLE_WORK_QUEUE": "w-queue",
         "SAMPLE_ASYNC_QUEUE": "a-queue",
+        "SAMPLE_INBOX_QUEUE": "i-queue",
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     }
     functions = {f.name: f for f in discover(load_app(sample_app.dir), env, sample_app.dir)}
