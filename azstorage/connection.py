@@ -55,9 +55,12 @@ class IdentityConnection:
         return DefaultAzureCredential(managed_identity_client_id=self.client_id)
 
     def describe(self) -> str:
-        kind = "ManagedIdentityCredential" if self.managed_identity else "DefaultAzureCredential"
-        client = f", client id {self.client_id}" if self.client_id else ""
-        return f"{kind} ({self.setting}__credential{client}) for {self.queue_service_uri}"
+        if not self.managed_identity:
+            client = f" (managed identity client id {self.client_id})" if self.client_id else ""
+            return f"DefaultAzureCredential{client}"
+        if self.client_id:
+            return f"ManagedIdentityCredential (user-assigned, client id {self.client_id})"
+        return "ManagedIdentityCredential (system-assigned)"
 
     def check(self) -> None:
         """Get a token now, so a credential that cannot sign in stops the start, named."""
@@ -66,8 +69,8 @@ class IdentityConnection:
         except ClientAuthenticationError as exc:
             first_line = (exc.message or str(exc)).splitlines()[0]
             raise StorageConfigError(
-                f"{self.setting}: {self.describe()} could not get a token for Azure Storage:"
-                f" {first_line}"
+                f"{self.setting}: {self.describe()} could not get a token for"
+                f" {self.queue_service_uri}: {first_line}"
             ) from exc
 
 

@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from lightsout.devidentity import OAuthAzurite, TokenEndpoint, start_oauth_azurite
 from lightsout.devservices import (
     AzuriteService,
     ClusterPostgres,
@@ -33,7 +34,7 @@ from lightsout.devservices import (
 RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
 SCHEMA = "lightsout"
 SERVICE_FIXTURES = frozenset(
-    {"pg_service", "azurite_service", "private_postgres", "private_azurite"}
+    {"pg_service", "azurite_service", "private_postgres", "private_azurite", "oauth_azurite"}
 )
 
 
@@ -194,3 +195,19 @@ def private_azurite() -> Iterator[AzuriteService]:
     service = start_azurite(RUN_DIR)
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_azurite() -> Iterator[OAuthAzurite]:
+    """An Azurite taking only what an identity brings: bearer tokens, over HTTPS."""
+    service = start_oauth_azurite(RUN_DIR)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    """A managed-identity token endpoint of this test alone, on 127.0.0.1."""
+    endpoint = TokenEndpoint().start()
+    yield endpoint
+    endpoint.stop()

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from azstorage import StorageConfigError
+from azstorage import IdentityConnection, StorageConfigError
 from lightsout.host.banner import banner
 from lightsout.host.discovery import (
     AnyFunction,
@@ -70,6 +70,7 @@ class Host:
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
         functions = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        _sign_in(functions)
         self._build(functions)
         for listener in self.listeners:
             listener.start()
@@ -154,6 +155,23 @@ class Host:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _sign_in(functions: list[AnyFunction]) -> None:
+    """Get a token for each identity-based connection now: a failure stops the start, named.
+
+    The Functions host stops the same way when its identity cannot sign in.
+    """
+    identities = {
+        f.connection
+        for f in functions
+        if isinstance(f, QueueFunction) and isinstance(f.connection, IdentityConnection)
+    }
+    for connection in identities:
+        try:
+            connection.check()
+        except StorageConfigError as exc:
+            raise HostConfigError(str(exc)) from exc
 
 
 def _left(deadline: float) -> float:
