@@ -34,9 +34,6 @@ class ConnectionString:
     value: str
     setting: str = "AzureWebJobsStorage"
 
-    def describe(self) -> str:
-        return f"the connection string in {self.setting}"
-
 
 @dataclass(frozen=True)
 class IdentityConnection:

@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from azstorage import IdentityConnection, StorageConfigError
+from azstorage import IdentityConnection, StorageConfigError, StorageConnection
 from lightsout.host.banner import banner
 from lightsout.host.discovery import (
     AnyFunction,
@@ -70,7 +71,7 @@ class Host:
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
         functions = discover(load_app(self.app_dir), os.environ, self.app_dir)
-        _sign_in(functions)
+        functions = _sign_in(functions)
         self._build(functions)
         for listener in self.listeners:
             listener.start()
@@ -157,21 +158,26 @@ class Host:
         self.stop()
 
 
-def _sign_in(functions: list[AnyFunction]) -> None:
+def _sign_in(functions: list[AnyFunction]) -> list[AnyFunction]:
     """Get a token for each identity-based connection now: a failure stops the start, named.
 
-    The Functions host stops the same way when its identity cannot sign in.
+    The Functions host stops the same way when its identity cannot sign in. Functions
+    on the same connection get one connection object, so they share its token.
     """
-    identities = {
-        f.connection
+    shared: dict[StorageConnection, StorageConnection] = {}
+    functions = [
+        replace(f, connection=shared.setdefault(f.connection, f.connection))
+        if isinstance(f, QueueFunction)
+        else f
         for f in functions
-        if isinstance(f, QueueFunction) and isinstance(f.connection, IdentityConnection)
-    }
-    for connection in identities:
-        try:
-            connection.check()
-        except StorageConfigError as exc:
-            raise HostConfigError(str(exc)) from exc
+    ]
+    for connection in shared.values():
+        if isinstance(connection, IdentityConnection):
+            try:
+                connection.check()
+            except StorageConfigError as exc:
+                raise HostConfigError(str(exc)) from exc
+    return functions
 
 
 def _left(deadline: float) -> float:
