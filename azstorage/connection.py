@@ -52,6 +52,7 @@ class IdentityConnection:
         return DefaultAzureCredential(managed_identity_client_id=self.client_id)
 
     def describe(self) -> str:
+        """Name the credential and the identity it signs in as, for error messages."""
         if not self.managed_identity:
             client = f" (managed identity client id {self.client_id})" if self.client_id else ""
             return f"DefaultAzureCredential{client}"
