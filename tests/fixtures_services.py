@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from lightsout.devidentity import OAuthAzurite, TokenEndpoint, start_oauth_azurite
 from lightsout.devservices import (
     AzuriteService,
     ClusterPostgres,
@@ -35,7 +36,14 @@ from lightsout.pgbouncer import PgBouncer, start_pgbouncer
 RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
 SCHEMA = "lightsout"
 SERVICE_FIXTURES = frozenset(
-    {"pg_service", "azurite_service", "private_postgres", "private_azurite", "pgbouncer"}
+    {
+        "pg_service",
+        "azurite_service",
+        "private_postgres",
+        "private_azurite",
+        "pgbouncer",
+        "oauth_azurite",
+    }
 )
 # LIGHTSOUT_TEST_POOLER=pgbouncer: the app's settings (settings_env) reach the database
 # through a PgBouncer in transaction mode; migrations and the tests' own queries go direct.
@@ -230,3 +238,19 @@ def pgbouncer(pg_service: PostgresService) -> Iterator[PgBouncer]:
     bouncer = start_pgbouncer(RUN_DIR, pg_service.dsn, pool_size=5)
     yield bouncer
     bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_azurite() -> Iterator[OAuthAzurite]:
+    """An Azurite taking only what an identity brings: bearer tokens, over HTTPS."""
+    service = start_oauth_azurite(RUN_DIR)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    """A managed-identity token endpoint of this test alone, on 127.0.0.1."""
+    endpoint = TokenEndpoint().start()
+    yield endpoint
+    endpoint.stop()
