@@ -16,6 +16,7 @@ import secrets
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -104,7 +105,14 @@ def unsigned_jwt(audience: str, lifetime_s: int, issuer: str = ISSUER) -> tuple[
     """Return an unsigned JWT (alg "none") for `audience`, and when it expires (epoch s)."""
     now = int(time.time())
     expires = now + lifetime_s
-    claims = {"aud": audience, "iss": issuer, "iat": now, "nbf": now - 60, "exp": expires}
+    claims = {
+        "aud": audience,
+        "iss": issuer,
+        "iat": now,
+        "nbf": now - 60,
+        "exp": expires,
+        "jti": secrets.token_hex(8),  # two tokens of one second still differ
+    }
     header = {"alg": "none", "typ": "JWT"}
     parts = [_b64url(json.dumps(part).encode()) for part in (header, claims)]
     return ".".join(parts) + ".", expires
@@ -114,20 +122,35 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+@dataclass(frozen=True)
+class Issued:
+    """One token the endpoint handed out."""
+
+    resource: str
+    client_id: str | None
+    token: str
+    expires_on: int
+
+
 @dataclass
 class TokenEndpoint:
     """A managed-identity token endpoint on 127.0.0.1 (App Service form, api-version 2019-08-01).
 
     `refusing` makes it answer 400 as a misconfigured identity does; `requests` holds the
-    query of every token request, e.g. the client_id of a user-assigned identity.
+    query of every token request, e.g. the client_id of a user-assigned identity, and
+    `issued` every token handed out. `on_issue` sees each token before the caller does, so
+    a test can make it valid where it is used (e.g. as a PostgreSQL role's password).
     """
 
     lifetime_s: int = 3600
     refusing: bool = False
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
     requests: list[dict[str, str]] = field(default_factory=list)
+    issued: list[Issued] = field(default_factory=list)
+    on_issue: Callable[[Issued], None] | None = None
 
     def __post_init__(self) -> None:
+        self._issuing = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -155,7 +178,12 @@ class TokenEndpoint:
         if self.refusing:
             return 400, {"statusCode": "400", "message": "this identity is not assigned here"}
         resource = query.get("resource", "")
-        token, expires_on = unsigned_jwt(resource, self.lifetime_s)
+        with self._issuing:  # one at a time: on_issue sees tokens in the order handed out
+            token, expires_on = unsigned_jwt(resource, self.lifetime_s)
+            issued = Issued(resource, query.get("client_id"), token, expires_on)
+            if self.on_issue is not None:
+                self.on_issue(issued)
+            self.issued.append(issued)
         body = {
             "access_token": token,
             "expires_on": str(expires_on),

@@ -15,12 +15,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lightsout.devidentity import Issued, TokenEndpoint
 from lightsout.devservices import ClusterPostgres
 from repositories.db import open_pool
 from repositories.entra import SCOPE
 from schemas.exceptions import DatabaseUnavailable
 from schemas.settings import DatabaseSettings, load
-from tests.identity_endpoint import IdentityEndpoint, Issued
 
 ROLE = "entra_app"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
@@ -48,7 +48,7 @@ def role_url(cluster: ClusterPostgres, password: str | None = None) -> str:
 
 
 @pytest.fixture
-def endpoint(password_cluster: ClusterPostgres) -> Iterator[IdentityEndpoint]:
+def endpoint(password_cluster: ClusterPostgres) -> Iterator[TokenEndpoint]:
     def accept(issued: Issued) -> None:
         until = datetime.fromtimestamp(issued.expires_on, UTC).isoformat()
         statement = sql.SQL("ALTER ROLE {} PASSWORD {} VALID UNTIL {}").format(
@@ -57,15 +57,16 @@ def endpoint(password_cluster: ClusterPostgres) -> Iterator[IdentityEndpoint]:
         with psycopg.connect(password_cluster.dsn, autocommit=True) as conn:
             conn.execute(statement)
 
-    with IdentityEndpoint(lifetime_s=LIFETIME_S, on_issue=accept) as served:
-        yield served
+    served = TokenEndpoint(lifetime_s=LIFETIME_S, on_issue=accept).start()
+    yield served
+    served.stop()
 
 
 @pytest.fixture
 def entra_settings(
-    monkeypatch: pytest.MonkeyPatch, password_cluster: ClusterPostgres, endpoint: IdentityEndpoint
+    monkeypatch: pytest.MonkeyPatch, password_cluster: ClusterPostgres, endpoint: TokenEndpoint
 ) -> DatabaseSettings:
-    for name, value in endpoint.env.items():
+    for name, value in endpoint.environ().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", role_url(password_cluster))  # no password in it
     monkeypatch.setenv("LIGHTSOUT_DB_AUTH", "entra")
@@ -87,7 +88,7 @@ def test_the_password_is_checked(password_cluster: ClusterPostgres) -> None:
 
 
 def test_connections_log_in_with_a_token_and_get_a_new_one_after_it_expires(
-    entra_settings: DatabaseSettings, endpoint: IdentityEndpoint, password_cluster: ClusterPostgres
+    entra_settings: DatabaseSettings, endpoint: TokenEndpoint, password_cluster: ClusterPostgres
 ) -> None:
     with open_pool(entra_settings) as pool:
         with pool.connection() as conn:
@@ -112,7 +113,7 @@ def test_connections_log_in_with_a_token_and_get_a_new_one_after_it_expires(
 
 
 def test_start_up_names_the_credential_when_no_token_comes(
-    entra_settings: DatabaseSettings, endpoint: IdentityEndpoint
+    entra_settings: DatabaseSettings, endpoint: TokenEndpoint
 ) -> None:
     endpoint.refusing = True
     with pytest.raises(DatabaseUnavailable, match="ManagedIdentityCredential"):
@@ -120,7 +121,7 @@ def test_start_up_names_the_credential_when_no_token_comes(
 
 
 def test_without_a_client_id_the_default_credential_chain_finds_the_identity(
-    monkeypatch: pytest.MonkeyPatch, entra_settings: DatabaseSettings, endpoint: IdentityEndpoint
+    monkeypatch: pytest.MonkeyPatch, entra_settings: DatabaseSettings, endpoint: TokenEndpoint
 ) -> None:
     monkeypatch.delenv("LIGHTSOUT_DB_CLIENT_ID")
     with open_pool(load(DatabaseSettings)) as pool, pool.connection() as conn:
