@@ -71,6 +71,7 @@ def _make_runtime() -> Runtime:
         task_concurrency=settings.task_concurrency,
         heartbeat_s=settings.heartbeat_s,
         outage_wait_s=settings.dependency_wait_s,
+        dispatch_lease_s=settings.task_lease_s,
     )
     timings = Timings(
         lease=timedelta(seconds=settings.task_lease_s),

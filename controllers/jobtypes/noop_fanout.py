@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +16,8 @@ from controllers.base import (
 )
 from controllers.base import BuildContext as Build
 from controllers.registry import register
+from schemas.records import Json
 
-Json = dict[str, Any]
 MAX_STAGES = 10
 
 

@@ -29,11 +29,11 @@ from schemas.exceptions import ContractViolation
 from schemas.http import ErrorBody, HealthBody, JobList, JobTypeList, JobView, TaskList
 from schemas.ids import JobId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.records import Json
 from schemas.results import StageResultContract
 from tests.fixtures_services import QueueNames
 from triggers.runtime import Runtime, reset_runtime, runtime
 
-Json = dict[str, Any]
 FUNCTIONS: dict[str, Function] = {
     str(f.get_function_name()): f for f in function_app.app.get_functions()
 }

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,12 +35,10 @@ from controllers.registry import Registry
 from schemas.exceptions import InvalidParameters, JobTypeError, PermanentTaskError
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobEvent, JobRecord, PoisonRecord, TaskRecord
+from schemas.records import JobEvent, JobRecord, Json, PoisonRecord, TaskRecord
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
 from tests.fakes import FakeBus, FakeDatabase, FakeJobStore, FakePoisonStore, FakeTaskStore
-
-Json = dict[str, Any]
 
 
 class ProbeParams(BaseModel):
