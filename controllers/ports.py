@@ -182,10 +182,17 @@ class RecoveryStore(Protocol):
 class JanitorQueues(MessageBus, Protocol):
     """What the janitor reads and moves on the queues besides sending."""
 
-    jobs_queue: str
-    tasks_queue: str
-    jobs_poison_queue: str
-    tasks_poison_queue: str
+    @property
+    def jobs_queue(self) -> str: ...
+
+    @property
+    def tasks_queue(self) -> str: ...
+
+    @property
+    def jobs_poison_queue(self) -> str: ...
+
+    @property
+    def tasks_poison_queue(self) -> str: ...
 
     @property
     def encoding(self) -> str: ...
