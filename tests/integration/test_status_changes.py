@@ -231,4 +231,4 @@ def test_every_status_writing_procedure_is_driven(conn: Conn) -> None:
     ).fetchall()
     writers = {r["proname"] for r in rows if writes_status(r["prosrc"])}
     assert writers - {"log_status"} <= DRIVEN, "drive the new procedure in TASK_OPERATIONS"
-    assert DRIVEN <= writers, "a driven procedure no longer writes a status: update DRIVEN"
+    assert writers >= DRIVEN, "a driven procedure no longer writes a status: update DRIVEN"
