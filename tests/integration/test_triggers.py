@@ -261,6 +261,7 @@ def test_get_job_shows_status_parameters_and_progress(rt: Runtime) -> None:
         "sleep_ms": 0,
         "fail_task_indices": [],
         "flaky_task_indices": [],
+        "fail_until_attempt": {},
     }
     assert [(s.stage, s.name, s.status) for s in view.stages] == [
         (1, "noop_1", "pending"),
