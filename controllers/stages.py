@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -109,23 +110,26 @@ class StageDriver:
         leaves a stage alone while its dispatcher is alive, and takes over once it stopped.
         Returns how many tasks this call sent (0 when another dispatcher holds the stage).
         """
-        if not self.jobs.take_dispatch_lease(job_id, stage, self.holder, self.dispatch_lease):
+        # One holder per call: two threads of one host dispatching a duplicated job message
+        # must not share a lease.
+        holder = f"{self.holder}/{uuid.uuid4().hex[:8]}"
+        if not self.jobs.take_dispatch_lease(job_id, stage, holder, self.dispatch_lease):
             log.info("stage %d of job %s is being dispatched elsewhere", stage, job_id)
             return 0
         try:
-            return self._send_unsent(job_id, stage, per_message)
+            return self._send_unsent(job_id, stage, per_message, holder)
         finally:
             # An expired lease frees the stage as well, if the database is down right now.
             with contextlib.suppress(DatabaseError):
-                self.jobs.release_dispatch_lease(job_id, stage, self.holder)
+                self.jobs.release_dispatch_lease(job_id, stage, holder)
 
-    def _send_unsent(self, job_id: JobId, stage: int, per_message: int) -> int:
+    def _send_unsent(self, job_id: JobId, stage: int, per_message: int, holder: str) -> int:
         ids = self.tasks.undispatched(job_id, stage)
         msgs = task_messages(job_id, stage, ids, per_message)
         sent = 0
         for start in range(0, len(msgs), DISPATCH_CHUNK):
             if start and not self.jobs.take_dispatch_lease(
-                job_id, stage, self.holder, self.dispatch_lease
+                job_id, stage, holder, self.dispatch_lease
             ):
                 log.warning("lost the dispatch lease of stage %d of job %s", stage, job_id)
                 break
