@@ -65,13 +65,13 @@ class TaskRepository:
 
     def complete(self, task_id: TaskId, attempt: int, result: Json) -> Completion:
         """Mark the claimed attempt completed and count it off its stage."""
-        return self._finish(task_id, attempt, TaskStatus.COMPLETED, result, None)
+        return self._end(task_id, attempt, TaskStatus.COMPLETED, result, None)
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
         """Mark the claimed attempt failed for good and count it off its stage."""
-        return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+        return self._end(task_id, attempt, TaskStatus.FAILED, None, error)
 
-    def _finish(
+    def _end(
         self,
         task_id: TaskId,
         attempt: int,

@@ -421,20 +421,20 @@ class FakeTaskStore:
             return sorted(claimed, key=lambda c: c.task_index)
 
     def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion:
-        return self._finish(task_id, attempt, TaskStatus.COMPLETED, result, None)
+        return self._end(task_id, attempt, TaskStatus.COMPLETED, result, None)
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
-        return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+        return self._end(task_id, attempt, TaskStatus.FAILED, None, error)
 
     def end_many(self, ends: Sequence[TaskEnd]) -> list[Completion]:
-        return [self._finish(e.task_id, e.attempt, e.status, e.result, e.error) for e in ends]
+        return [self._end(e.task_id, e.attempt, e.status, e.result, e.error) for e in ends]
 
     def fail_unclaimed(
         self, task_id: TaskId, error: TaskError, actor: str, reason: str
     ) -> Completion:
-        return self._finish(task_id, None, TaskStatus.FAILED, None, error, OPEN_TASK, actor, reason)
+        return self._end(task_id, None, TaskStatus.FAILED, None, error, OPEN_TASK, actor, reason)
 
-    def _finish(
+    def _end(
         self,
         task_id: TaskId,
         attempt: int | None,
