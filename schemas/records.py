@@ -177,7 +177,7 @@ class UnsentTask(_Row):
 
 
 class Reopened(_Row):
-    """How many sent-but-lost task and job messages reopen_idle_messages reopened."""
+    """How many sent-but-lost task and job messages reopen_lost_messages reopened."""
 
     tasks: int = Field(ge=0)
     jobs: int = Field(ge=0)

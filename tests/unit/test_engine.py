@@ -564,7 +564,7 @@ def test_repair_advances_a_stage_whose_last_completion_was_not_followed(world: W
     envelope = world.bus.take("tasks")
     assert envelope is not None
     msg = TaskQueueMessage.model_validate_json(envelope.body)
-    # A worker completes the stage's last task and dies before finish_stage.
+    # A worker completes the stage's last task and dies before leave_stage.
     (claim,) = world.tasks.claim(msg.task_ids, "doomed-worker")
     assert world.engine.repair_stalled_stages(grace=timedelta(0)) == []
     assert world.tasks.complete(claim.task_id, claim.attempt, {"first": True}).is_last_task
