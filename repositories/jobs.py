@@ -13,7 +13,7 @@ from repositories.errors import parse_row, translated
 from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound
 from schemas.ids import JobId
-from schemas.records import Advance, JobEvent, JobRecord, Json, StageRecord, StageRef
+from schemas.records import Advance, Cancelled, JobEvent, JobRecord, Json, StageRecord, StageRef
 from schemas.results import StageResultContract
 from schemas.status import JobStatus
 from schemas.work import Page
@@ -154,8 +154,8 @@ class JobRepository:
             row = conn.execute(
                 "SELECT * FROM cancel_job(%s, %s, %s)", (job_id, actor, reason)
             ).fetchone()
-        assert row is not None
-        return bool(row["cancelled"]), JobStatus(str(row["status"]))
+        answer = parse_row(Cancelled, row)
+        return answer.cancelled, answer.status
 
     def fail(
         self,

@@ -14,7 +14,16 @@ from repositories.errors import parse_row, translated
 from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
-from schemas.records import Claim, Completion, DeferredTask, Json, TaskError, TaskRecord, TaskResult
+from schemas.records import (
+    Claim,
+    Completion,
+    DeferredTask,
+    Json,
+    TaskError,
+    TaskRecord,
+    TaskRef,
+    TaskResult,
+)
 from schemas.status import TaskStatus
 from schemas.work import NewTask, Page, TaskEnd
 
@@ -171,7 +180,7 @@ class TaskRepository:
                 " ORDER BY task_index",
                 (job_id, stage),
             ).fetchall()
-        return [TaskId(str(r["task_id"])) for r in rows]
+        return [parse_row(TaskRef, row).task_id for row in rows]
 
     def get(self, task_id: TaskId) -> TaskRecord:
         """Return one task, or raise NotFound."""

@@ -143,6 +143,17 @@ class Advance(_Row):
     stage: int
 
 
+class Cancelled(_Row):
+    """What cancel_job answered: whether this call cancelled the job, and its status."""
+
+    cancelled: bool
+    status: JobStatus
+
+
+class TaskRef(_Row):
+    task_id: TaskIdField
+
+
 class StageRef(_Row):
     """One stage of one job, as the janitor's queries name it."""
 
