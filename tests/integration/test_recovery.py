@@ -5,7 +5,9 @@ Each test gets its own migrated database and queues; the runtime is made from th
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -18,6 +20,7 @@ from psycopg.rows import dict_row
 
 from controllers.faults import RefusingSends
 from controllers.recovery import Recovery, Timings
+from controllers.stages import StageDriver
 from repositories.queues import decode_wire_text
 from schemas.exceptions import QueueUnavailable
 from schemas.ids import JobId, TaskId, make_task_id
@@ -248,3 +251,35 @@ def pump(rt: Runtime, rounds: int = 200) -> None:
         if not moved:
             time.sleep(0.3)
     raise AssertionError("the queues did not settle")
+
+
+class SlowSends:
+    """The queues, taking `pause_s` over each batch of sends: a dispatcher on a loaded host."""
+
+    def __init__(self, rt: Runtime, pause_s: float) -> None:
+        self.rt, self.pause_s = rt, pause_s
+
+    def send_job(self, msg: JobQueueMessage, delay: timedelta | None = None) -> None:
+        self.rt.queues.send_job(msg, delay)
+
+    def send_tasks(
+        self, msgs: Sequence[TaskQueueMessage], delay: timedelta | None = None
+    ) -> list[TaskQueueMessage]:
+        time.sleep(self.pause_s)
+        return self.rt.queues.send_tasks(msgs, delay)
+
+
+def test_a_janitor_sweeping_during_a_slow_dispatch_sends_no_task_twice(rt: Runtime) -> None:
+    tasks = 300  # two chunks of one-task messages
+    job_id, ids = started_stage(rt, tasks)
+    slow = StageDriver(rt.jobs, rt.tasks, SlowSends(rt, 1.0), rt.engine.registry, "dispatcher")
+    dispatching = threading.Thread(target=slow.dispatch, args=(job_id, 1, 1))
+    dispatching.start()
+    eager = janitor(rt, sweep_grace=timedelta(0))  # every unsent task is due for the sweeper
+    while dispatching.is_alive():
+        eager.run_janitor()
+        time.sleep(0.1)
+    dispatching.join()
+    assert rt.tasks.undispatched(job_id, 1) == []
+    sent = Counter(sent_task_ids(rt))
+    assert sent == Counter(ids), f"sent twice: {[t for t, n in sent.items() if n > 1][:5]}"
