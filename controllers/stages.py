@@ -13,6 +13,7 @@ from controllers.base import AggregateContext, BaseController, BuildContext, Fin
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
+from controllers.tracing import span, traced
 from repositories.tasks import NewTask
 from schemas.exceptions import QueueError
 from schemas.ids import JobId, TaskId
@@ -64,7 +65,8 @@ class StageDriver:
         controller = self.registry.get(job.job_type)
         if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
             try:
-                specs = self._build(controller, job, msg.stage)
+                with span("stage build", job_id=job.job_id, stage=msg.stage):
+                    specs = self._build(controller, job, msg.stage)
             except UserCodeError as exc:
                 self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
                 return
@@ -97,6 +99,7 @@ class StageDriver:
     def _pages(self, job_id: JobId, stage: int) -> Iterator[list[tuple[int, Json | None]]]:
         return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
 
+    @traced("dispatch")
     def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent."""
         ids = self.tasks.undispatched(job_id, stage)
@@ -109,6 +112,7 @@ class StageDriver:
         self.tasks.mark_dispatched(_task_ids(sent))
         return len(ids)
 
+    @traced("fan-in")
     def finish_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> bool:
         """Record the stage's result and move the job on; return whether this call did.
 

@@ -7,6 +7,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from repositories.tracecontext import TracedCursor
 from schemas.settings import Settings
 
 Connection = psycopg.Connection[dict[str, object]]
@@ -27,7 +28,7 @@ def open_pool(settings: Settings, name: str = "lightsout") -> ConnectionPool[Con
     return ConnectionPool(
         settings.conninfo,
         connection_class=psycopg.Connection[dict[str, object]],
-        kwargs={"row_factory": dict_row, "autocommit": False},
+        kwargs={"row_factory": dict_row, "autocommit": False, "cursor_factory": TracedCursor},
         configure=configure,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
