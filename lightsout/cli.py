@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from lightsout.client import ApiError
-from lightsout.commands import actions, jobs, poison, service, workers
+from lightsout.commands import actions, dev, jobs, poison, service, workers
 from schemas.exceptions import LightsoutError
 
 # One module per command group; `keys` (API keys) comes with the auth work.
-GROUPS = (service, jobs, actions, poison, workers)
+GROUPS = (dev, service, jobs, actions, poison, workers)
 
 
 def parser() -> argparse.ArgumentParser:
