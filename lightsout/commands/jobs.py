@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
     jobs = command(sub, "jobs", "list jobs, newest first", _jobs)
     jobs.add_argument("--status", choices=JOB_STATUSES, help="only jobs in this status")
     jobs.add_argument("--type", dest="job_type", help="only jobs of this job type")
+    jobs.add_argument("-q", "--quiet", action="store_true", help="print the job ids only")
     _paging(jobs, 50)
 
     show = command(sub, "show", "a job: its stages with bars, counts, result or error", _show)
@@ -101,6 +102,9 @@ def _jobs(args: argparse.Namespace) -> int:
     )
     if args.json:
         print_json(body)
+        return 0
+    if args.quiet:
+        print("\n".join(j["job_id"] for j in body["jobs"]))
         return 0
     rows = [
         (
