@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.syntax import Syntax
-
 from lightsout.client import ApiError, Json, parse_assignments
 from lightsout.commands.common import (
     add_json,
@@ -142,10 +140,10 @@ def _show(args: argparse.Namespace) -> int:
 def _print_outcome(job: Json) -> None:
     if job.get("error"):
         console().print("[red]error[/]")
-        console().print(Syntax(json.dumps(job["error"], indent=2), "json", word_wrap=True))
+        console().print_json(data=job["error"])
     elif job.get("result") is not None:
         console().print("result")
-        console().print(Syntax(json.dumps(job["result"], indent=2), "json", word_wrap=True))
+        console().print_json(data=job["result"])
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -227,5 +225,5 @@ def _diagnose(args: argparse.Namespace) -> int:
         f"  stage {body.get('stage')}  state {body.get('state')}"
     )
     console().print(f"[bold]{body.get('verdict')}[/]")
-    console().print(Syntax(json.dumps(body.get("evidence", {}), indent=2), "json", word_wrap=True))
+    console().print_json(data=body.get("evidence", {}))
     return 0
