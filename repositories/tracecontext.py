@@ -1,9 +1,8 @@
-"""The current trace as a W3C traceparent, for queue messages and SQL statements.
+"""The current trace as a W3C traceparent, for queue messages and PostgreSQL transactions.
 
 Storage queues have no headers and PostgreSQL has no trace context, so the engine carries
-the trace itself: in the messages' `traceparent` field, and as a leading SQL comment
-(`/* traceparent='…' */`, the sqlcommenter form) that pg_stat_activity and the server log
-show next to each statement.
+the trace itself: in the messages' `traceparent` field, and as each transaction's
+`application_name`.
 """
 
 from __future__ import annotations
@@ -12,8 +11,8 @@ from typing import Any, TypeVar
 
 import psycopg
 from opentelemetry import propagate, trace
-from psycopg import sql
 from psycopg.abc import Params, Query
+from psycopg.pq import TransactionStatus
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,23 +36,18 @@ def stamped(msg: M) -> M:
     return msg.model_copy(update={"traceparent": parent})
 
 
-def commented(query: Query) -> Query:
-    """Return the statement with the current trace in a leading comment."""
-    parent = current_traceparent()
-    if parent is None:
-        return query
-    comment = f"/* traceparent='{parent}' */ "
-    if isinstance(query, str):
-        return comment + query
-    if isinstance(query, bytes):
-        return comment.encode() + query
-    if isinstance(query, sql.Composable):
-        return sql.SQL(comment) + query
-    return query  # a template string: left as it is (the engine sends none)
+SET_TRACE = "SELECT set_config('application_name', %s, true)"
 
 
 class TracedCursor(psycopg.Cursor[Row]):
-    """A cursor that names the current trace in every statement it sends."""
+    """A cursor that names the current trace in each transaction it starts.
+
+    The first statement of a transaction inside a span is preceded by a transaction-local
+    `application_name` = the traceparent, which pg_stat_activity and the server log
+    (`%a` in log_line_prefix) show for every statement of the transaction. The statements
+    themselves keep their text, so psycopg still prepares the frequent ones. Autocommit
+    connections are left alone: a transaction-local setting would not outlive its statement.
+    """
 
     # psycopg overloads execute() for template strings; one signature serves both here.
     def execute(
@@ -64,8 +58,18 @@ class TracedCursor(psycopg.Cursor[Row]):
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> TracedCursor[Row]:
-        super().execute(commented(query), params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
+        self._name_trace()
+        super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
         return self
 
     def executemany(self, query: Query, params_seq: Any, *, returning: bool = False) -> None:
-        super().executemany(commented(query), params_seq, returning=returning)
+        self._name_trace()
+        super().executemany(query, params_seq, returning=returning)
+
+    def _name_trace(self) -> None:
+        conn = self.connection
+        if conn.autocommit or conn.info.transaction_status is not TransactionStatus.IDLE:
+            return
+        parent = current_traceparent()
+        if parent is not None:
+            super().execute(SET_TRACE, (parent,))

@@ -140,17 +140,25 @@ def _traceparent(text: str) -> str | None:
     return model.model_validate(body).traceparent
 
 
-def test_postgres_sees_the_trace_of_each_statement(
+def test_postgres_sees_the_trace_of_each_transaction(
     spans: InMemorySpanExporter, database_url: str
 ) -> None:
-    # Autocommit: pg_stat_activity is read once per transaction.
-    with psycopg.connect(database_url, autocommit=True, cursor_factory=TracedCursor) as conn:
-        outside = conn.execute("SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-        assert "traceparent" not in str(outside.fetchone())
+    name = "SELECT current_setting('application_name') AS name"
+    with psycopg.connect(database_url, cursor_factory=TracedCursor) as conn:
         with tracing.span("a test"):
             parent = current_traceparent()
-            row = conn.execute(
-                "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-            ).fetchone()
-    assert parent is not None and row is not None
-    assert str(row[0]).startswith(f"/* traceparent='{parent}' */ SELECT")
+            first, second = (str(conn.execute(name).fetchone()) for _ in range(2))
+        conn.commit()
+        after = str(conn.execute(name).fetchone())
+        conn.commit()
+    assert parent is not None
+    # Every statement of the traced transaction runs under the trace; the next one does not.
+    assert parent in first and parent in second
+    assert parent not in after
+    # The statement text is left alone, so psycopg can still prepare it.
+    autocommit = psycopg.connect(database_url, autocommit=True, cursor_factory=TracedCursor)
+    with autocommit as conn, tracing.span("autocommit"):
+        text = conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+    assert text is not None and str(text[0]).startswith("SELECT query")
