@@ -8,13 +8,14 @@ dispatch, each task run, each fan-in, and the processing of each queue message.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -87,6 +88,28 @@ def message_span(queue: str, msg: JobQueueMessage | TaskQueueMessage) -> Iterato
         log_ids(job_id=msg.job_id, stage=msg.stage),
     ):
         yield s
+
+
+class TaskRun(Protocol):
+    def __call__(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+def in_task_span(claim: Claim) -> TaskRun:
+    """Return a runner of `fn(*args)` in a copy of the current context and the task's span.
+
+    For a thread pool: a new thread starts with an empty context, which would cut the
+    task's span off the message's trace and its log lines off the message's ids.
+    """
+    context = contextvars.copy_context()
+
+    def run(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        def in_span() -> R:
+            with task_span(claim):
+                return fn(*args, **kwargs)
+
+        return context.run(in_span)
+
+    return run
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import json
 import logging
@@ -22,7 +21,7 @@ from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
-from controllers.tracing import task_span
+from controllers.tracing import in_task_span
 from repositories.tasks import Finish
 from schemas.exceptions import PermanentTaskError
 from schemas.ids import TaskId
@@ -110,9 +109,9 @@ class TaskRunner:
             Heartbeat(self.tasks, ids, self.worker, self.heartbeat_s),
             ThreadPoolExecutor(min(len(claims), self.concurrency), "task") as pool,
         ):
-            # Each task runs in a copy of this context: its span and log ids continue the message's.
+            # Each task runs in a copy of this context, in its own span: its log lines name it.
             running = {
-                pool.submit(contextvars.copy_context().run, self._run, controller, params, claim)
+                pool.submit(in_task_span(claim), self._run, controller, params, claim)
                 for claim in claims
             }
             while running:
@@ -127,12 +126,6 @@ class TaskRunner:
             self.driver.finish_stage(msg.job_id, msg.stage)
 
     def _run(self, controller: BaseController[Any], params: Any, claim: Claim) -> Finish | None:
-        with task_span(claim):
-            return self._attempt(controller, params, claim)
-
-    def _attempt(
-        self, controller: BaseController[Any], params: Any, claim: Claim
-    ) -> Finish | None:
         ctx = TaskContext(
             job_id=claim.job_id,
             task_id=claim.task_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 import lightsout.progress
 from lightsout.cli import main, parser
+from lightsout.client import ApiClient
 from tests.cli.fakeapi import FakeApi, serve
 
 JOB = "ab" * 32
@@ -230,3 +232,24 @@ def test_help_lists_every_option_with_its_default_and_the_variables(name: str) -
         assert "LIGHTSOUT_URL" in text and "LIGHTSOUT_API_KEY" in text and "x-functions-key" in text
     else:
         assert "DATABASE_URL" in text
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bars_are_redrawn_in_place(api: FakeApi) -> None:
+    views = iter(
+        [
+            job_view("processing", [stage(1, "processing", 4, remaining=4)]),
+            job_view("completed", [stage(1, "completed", 4, completed=4)], result={"n": 4}),
+        ]
+    )
+    api.routes[("GET", f"jobs/{JOB}")] = lambda: (200, next(views))
+    out = Terminal()
+    job = lightsout.progress.watch(ApiClient(api.url), JOB, 60, out)
+    text = out.getvalue()
+    assert job["status"] == "completed"
+    assert "\x1b[" in text  # cursor movements: the table is redrawn, not appended
+    assert "4/4" in text and text.endswith(f'job {JOB}: completed\n{{\n  "n": 4\n}}\n')
