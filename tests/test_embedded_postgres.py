@@ -41,3 +41,17 @@ def test_ensure_postgres_falls_back_to_the_embedded_wheel(
         service.stop()
     assert not devservices.postgres_answers(service.dsn, timeout=2)
     assert not service.data_dir.exists()
+
+
+def test_a_private_cluster_runs_on_the_wheels_binaries(
+    no_system_postgres: None, tmp_path: Path
+) -> None:
+    cluster = devservices.start_cluster(tmp_path)
+    try:
+        assert cluster.bin_dir == devservices.embedded_bin()
+        assert devservices.postgres_answers(cluster.dsn)
+        cluster.restart()  # what the chaos tests do to it
+        assert devservices.postgres_answers(cluster.dsn)
+    finally:
+        cluster.stop()
+    assert not devservices.postgres_answers(cluster.dsn, timeout=2)
