@@ -77,25 +77,32 @@ def render(job: Json) -> list[str]:
     """Return one plain progress line per stage of the job."""
     lines = []
     for s in stages_of(job):
-        filled = round(BAR_WIDTH * s.fraction)
-        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        lines.append(f"  stage {s.stage} {s.name:<12} [{bar}] {s.detail()}  {s.status}")
+        lines.append(f"  stage {s.stage} {s.name:<12} {text_bar(s)} {s.detail()}  {s.status}")
     return lines
 
 
-def stages_table(job: Json) -> Table:
-    """Return the job's stages as a table with a bar per stage."""
+def text_bar(counts: StageCounts) -> str:
+    filled = round(BAR_WIDTH * counts.fraction)
+    return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
+
+
+def stages_table(job: Json, plain: bool = False) -> Table:
+    """Return the job's stages as a table with a bar per stage (`plain`: drawn in text)."""
     table = Table(box=None, pad_edge=False)
     for column in ("stage", "name", "progress", "tasks", "status"):
         table.add_column(column, justify="right" if column in ("stage", "tasks") else "left")
     for s in stages_of(job):
         style = STYLES.get(s.status, "white")
-        bar = ProgressBar(
-            total=1.0,
-            completed=s.fraction,
-            width=BAR_WIDTH,
-            complete_style=style,
-            finished_style=style,
+        bar = (
+            Text(text_bar(s))
+            if plain
+            else ProgressBar(
+                total=1.0,
+                completed=s.fraction,
+                width=BAR_WIDTH,
+                complete_style=style,
+                finished_style=style,
+            )
         )
         table.add_row(str(s.stage), s.name, bar, s.detail(), Text(s.status, style=style))
     return table

@@ -132,7 +132,8 @@ def _show(args: argparse.Namespace) -> int:
         f"  finished {when(job['finished_at']) or '-'}"
         + (f"  re-run of {job['rerun_of']}" if job.get("rerun_of") else "")
     )
-    console().print(stages_table(job))
+    # Piped, a bar is text: without colours an empty bar would be blank.
+    console().print(stages_table(job, plain=not sys.stdout.isatty()))
     _print_outcome(job)
     return 0
 

@@ -253,3 +253,21 @@ def test_on_a_terminal_the_bars_are_redrawn_in_place(api: FakeApi) -> None:
     assert job["status"] == "completed"
     assert "\x1b[" in text  # cursor movements: the table is redrawn, not appended
     assert "4/4" in text and text.endswith(f'job {JOB}: completed\n{{\n  "n": 4\n}}\n')
+
+
+def test_show_draws_each_stage_and_the_error(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = {"message": "stage 1 (s1) failed: 1 of 4 tasks failed", "failed_count": 1}
+    view = job_view(
+        "failed",
+        [stage(1, "failed", 4, completed=3, failed=1), stage(2, "cancelled", 0)],
+        error=error,
+    )
+    api.routes[("GET", f"jobs/{JOB}")] = (200, view)
+    assert main(["show", JOB]) == 0
+    out = capsys.readouterr().out
+    row1, row2 = (line for line in out.splitlines() if line.lstrip().startswith(("1 ", "2 ")))
+    assert "[" + "#" * 30 + "]" in row1 and "4/4 (1 failed)" in row1 and "failed" in row1
+    assert "[" + "-" * 30 + "]" in row2 and "0/0" in row2 and "cancelled" in row2
+    assert "1 of 4 tasks failed" in out
