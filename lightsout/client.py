@@ -88,11 +88,8 @@ def _ok(status: int, body: Json) -> Json:
             f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in body.get("fields", [])
         )
         hint = " (set LIGHTSOUT_API_KEY or --key)" if status == 401 else ""
-        raise ApiError(
-            f"HTTP {status} {body.get('error', '')}: {body.get('message', '')} {fields}".strip()
-            + hint,
-            status,
-        )
+        detail = ": ".join(w for w in (body.get("error"), body.get("message"), fields) if w)
+        raise ApiError(f"HTTP {status} {detail}".rstrip() + hint, status)
     return body
 
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from lightsout.client import ApiError
-from lightsout.commands.common import client, command, print_json
+from lightsout.commands.common import client, command
 from lightsout.commands.jobs import JOB_STATUSES
 
 PAST = {"cancel": "cancelled", "retry": "retried"}
@@ -41,7 +41,13 @@ def _bulk_or_one(action: str) -> Any:
         if args.job_id and (args.job_type or args.status):
             raise ApiError(f"{action}: give a job id or --type/--status, not both")
         if args.job_id:
-            print_json(api.post(f"jobs/{args.job_id}/{action}"))
+            body = api.post(f"jobs/{args.job_id}/{action}")
+            if action == "retry":
+                n = body["retried_tasks"]
+                tasks = f"{n} failed task{'' if n == 1 else 's'} of stage {body['stage']}"
+                print(f"job {body['job_id']}: {tasks} run again")
+            else:
+                print(f"job {body['job_id']}: {body['status']}")
             return 0
         if not (args.job_type or args.status):
             raise ApiError(f"{action}: give a job id, or --type and/or --status for many jobs")

@@ -59,7 +59,7 @@ def test_a_failed_job_waits_to_exit_1_and_retry_runs_it_again(run: Run, host: Ho
     code, out = run("tasks", job_id, "--status", "failed")
     assert code == 0 and "InjectedFailure: task 1 fails on every attempt" in out
     code, out = run("retry", job_id)
-    assert code == 0 and json.loads(out)["retried_tasks"] == 1
+    assert code == 0 and out == f"job {job_id}: 1 failed task of stage 1 run again\n"
     assert finished(host.api, job_id)["status"] == "failed"  # it fails on every attempt
 
 
@@ -67,7 +67,7 @@ def test_cancel_a_job_and_cancel_an_unknown_one(run: Run, host: HostProcess) -> 
     code, out = run("submit", "noop_fanout", "tasks=2", "sleep_ms=5000")
     job_id = out.split()[-1]
     code, out = run("cancel", job_id)
-    assert code == 0 and json.loads(out)["status"] == "cancelled"
+    assert code == 0 and out == f"job {job_id}: cancelled\n"
     code, _ = run("cancel", job_id)
     assert code == 2  # 409: it has finished
 
