@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from lightsout.client import ApiError
 from lightsout.commands import actions, dev, jobs, poison, service, workers
+from lightsout.commands.common import UsageError
 from schemas.exceptions import LightsoutError
 
 # One module per command group; `keys` (API keys) comes with the auth work.
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (LightsoutError, ApiError) as exc:
+    except (LightsoutError, ApiError, UsageError) as exc:
         print(f"lightsout {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,6 +28,10 @@ def console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
+class UsageError(Exception):
+    """The command was given a combination of arguments it cannot act on."""
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show each option's default, except where there is none."""
 

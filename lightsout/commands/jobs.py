@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lightsout.client import ApiError, Json, parse_assignments
+from lightsout.client import Json, parse_assignments
 from lightsout.commands.common import (
+    UsageError,
     add_json,
     client,
     command,
@@ -77,7 +78,7 @@ def _submit(args: argparse.Namespace) -> int:
     if args.json:
         loaded = json.loads(args.json.read_text())
         if not isinstance(loaded, dict):
-            raise ApiError(f"{args.json}: the parameters must be a JSON object")
+            raise UsageError(f"{args.json}: the parameters must be a JSON object")
         params.update(loaded)
     params.update(parse_assignments(args.params))
     api = client(args)

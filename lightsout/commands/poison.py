@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lightsout.client import ApiError
 from lightsout.commands.common import (
+    UsageError,
     add_json,
     client,
     command,
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 def _poison(args: argparse.Namespace) -> int:
     if args.action == "replay":
         if args.poison_id is None:
-            raise ApiError("poison replay: give the id of the message (see `poison`)")
+            raise UsageError("poison replay: give the id of the message (see `poison`)")
         return _replay(args)
     return _list(args)
 
