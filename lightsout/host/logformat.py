@@ -58,11 +58,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str) -> None:
     """Log to stderr at INFO in `log_format` (text or json), unless logging is set up already."""
+    if log_format not in ("text", "json"):
+        raise ValueError(f"LIGHTSOUT_LOG_FORMAT must be text or json, not {log_format!r}")
     root = logging.getLogger()
     if root.handlers:
         return
-    if log_format not in ("text", "json"):
-        raise ValueError(f"LIGHTSOUT_LOG_FORMAT must be text or json, not {log_format!r}")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT))
     handler.addFilter(InvocationFilter())
