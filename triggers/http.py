@@ -119,7 +119,10 @@ def retry_job(req: func.HttpRequest) -> func.HttpResponse:
     """Re-run the failed tasks of a failed job's failed stage and continue the job: 202."""
     job_id = _job_id(req)
     actor = req.headers.get("x-lightsout-actor") or "api"
-    stage, count = runtime().recovery.retry_job(job_id, actor)
+    parent = req.headers.get("traceparent")
+    # Its own trace (or the caller's): the tasks it sends again carry it.
+    with continued("POST /api/jobs/{job_id}/retry", parent, SpanKind.SERVER, {"job_id": job_id}):
+        stage, count = runtime().recovery.retry_job(job_id, actor)
     body = RetryResponse(
         job_id=job_id, status=JobStatus.PROCESSING, stage=stage, retried_tasks=count
     )

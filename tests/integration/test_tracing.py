@@ -162,3 +162,25 @@ def test_postgres_sees_the_trace_of_each_transaction(
             "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()"
         ).fetchone()
     assert text is not None and str(text[0]).startswith("SELECT query")
+
+
+def test_an_operators_retry_sends_the_tasks_again_in_the_callers_trace(
+    rt: Runtime, settings_env: dict[str, str], queue_names: QueueNames
+) -> None:
+    job_id = str(post("noop_fanout", {"tasks": 2, "fail_task_indices": [1]})["job_id"])
+    run_to_the_end(settings_env["AzureWebJobsStorage"], queue_names, job_id)
+    assert job(job_id).status.value == "failed"
+    retry_trace = "0af7651916cd43dd8448eb211c80319c"
+    request = func.HttpRequest(
+        method="POST",
+        url=f"http://localhost/api/jobs/{job_id}/retry",
+        headers={"traceparent": f"00-{retry_trace}-b7ad6b7169203331-01"},
+        params={},
+        route_params={"job_id": job_id},
+        body=b"",
+    )
+    response = FUNCTIONS["retry_job"].get_user_function()(request)
+    assert response.status_code == 202, response.get_body()
+    sent = take(settings_env["AzureWebJobsStorage"], queue_names.tasks)
+    assert [TaskQueueMessage.model_validate_json(t).task_ids for t in sent] == [[f"{job_id}-s1-t1"]]
+    assert [str(_traceparent(t)).split("-")[1] for t in sent] == [retry_trace]
