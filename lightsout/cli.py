@@ -1,4 +1,4 @@
-"""The command line: host, migrate, submit, status."""
+"""The command line: host, migrate, submit, status, keys."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightsout.client import ApiClient, ApiError, parse_assignments, watch
+from lightsout.keys import print_new_key
 from repositories.migrations import migrate, status
 from schemas.exceptions import LightsoutError
 from schemas.settings import DatabaseSettings, Settings, load
@@ -39,12 +40,27 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", type=Path, help="a file with the parameters object")
     submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
     submit.add_argument("--timeout", type=float, default=600.0)
-    submit.add_argument("--url", default=os.environ.get("LIGHTSOUT_URL", DEFAULT_URL))
+    _client_options(submit)
 
     stat = sub.add_parser("status", help="show a job")
     stat.add_argument("job_id")
-    stat.add_argument("--url", default=os.environ.get("LIGHTSOUT_URL", DEFAULT_URL))
+    _client_options(stat)
+
+    keys = sub.add_parser("keys", help="make API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a fresh key and its LIGHTSOUT_API_KEYS entry")
+    new.add_argument("name")
+    new.add_argument("--scopes", default="jobs:read,jobs:submit", help="comma-separated")
     return parser
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("LIGHTSOUT_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("LIGHTSOUT_API_KEY"),
+        help="API key sent as x-functions-key (default: $LIGHTSOUT_API_KEY)",
+    )
 
 
 def _host(args: argparse.Namespace) -> int:
@@ -58,6 +74,8 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_JOBS_QUEUE", settings.jobs_queue)
     os.environ.setdefault("LIGHTSOUT_TASKS_QUEUE", settings.tasks_queue)
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
+    # One host on a laptop or in CI: repair what the last run left at once (off in Azure).
+    os.environ.setdefault("LIGHTSOUT_JANITOR_RUN_ON_STARTUP", "true")
     if not args.no_migrate:
         migrate(settings.conninfo, settings.schema_name)
     return serve(args.app_dir, port=args.port, concurrency=args.concurrency)
@@ -83,7 +101,7 @@ def _submit(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.json}: the parameters must be a JSON object")
         params.update(loaded)
     params.update(parse_assignments(args.params))
-    client = ApiClient(args.url)
+    client = ApiClient(args.url, key=args.key)
     answer = client.submit(args.job_type, params)
     print(f"{'submitted' if answer['created'] else 'already known'}: {answer['job_id']}")
     if not args.wait:
@@ -93,14 +111,24 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    job = ApiClient(args.url).job(args.job_id)
+    job = ApiClient(args.url, key=args.key).job(args.job_id)
     print(json.dumps(job, indent=2))
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    return print_new_key(args.name, args.scopes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"host": _host, "migrate": _migrate, "submit": _submit, "status": _status}
+    commands = {
+        "host": _host,
+        "migrate": _migrate,
+        "submit": _submit,
+        "status": _status,
+        "keys": _keys,
+    }
     try:
         return commands[args.command](args)
     except (LightsoutError, ApiError) as exc:

@@ -19,16 +19,20 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    """Calls of the API; `key` is sent as the x-functions-key header when given."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0, key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.key = key
 
     def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Json]:
         """Send a request; return (status, JSON body) for any answer, raise ApiError if none."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.base_url}/api/{path}", data, {"Content-Type": "application/json"}, method=method
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["x-functions-key"] = self.key
+        req = urllib.request.Request(f"{self.base_url}/api/{path}", data, headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return resp.status, _json(resp.read())

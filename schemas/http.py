@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,9 @@ class ErrorBody(_Body):
     error: str
     message: str
     fields: list[FieldError] = Field(default_factory=list)
+    error_id: str | None = Field(
+        default=None, description="on 500 answers: the id under which the log has the details"
+    )
 
 
 class SubmitResponse(_Body):
@@ -129,6 +132,8 @@ class JobTypeList(_Body):
 class HealthBody(_Body):
     status: str
     checks: dict[str, str]
+    auth: Literal["on", "off"] = Field(description="off only when LIGHTSOUT_AUTH=off")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class CancelResponse(_Body):

@@ -5,6 +5,7 @@ A fixture that cannot get its service errors with the reason; it never skips.
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import threading
@@ -31,6 +32,12 @@ from lightsout.devservices import (
 )
 
 RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
+# The suite runs with authentication on: every test's settings hold this key, all scopes.
+TEST_KEY = "test-key-" + secrets.token_urlsafe(24)
+TEST_KEY_NAME = "tests"
+TEST_API_KEYS = json.dumps(
+    {TEST_KEY_NAME: {"key": TEST_KEY, "scopes": ["jobs:read", "jobs:submit", "jobs:admin"]}}
+)
 SCHEMA = "lightsout"
 SERVICE_FIXTURES = frozenset(
     {"pg_service", "azurite_service", "private_postgres", "private_azurite"}
@@ -174,6 +181,8 @@ def settings_env(
         "LIGHTSOUT_JOBS_QUEUE": queue_names.jobs,
         "LIGHTSOUT_TASKS_QUEUE": queue_names.tasks,
         "LIGHTSOUT_SCHEMA": SCHEMA,
+        "LIGHTSOUT_API_KEYS": TEST_API_KEYS,
+        "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,10 @@ class BadRequest(LightsoutError):
     """The request is malformed."""
 
 
+class Forbidden(LightsoutError):
+    """The credential is valid but lacks the scope the request needs."""
+
+
 class PayloadTooLarge(LightsoutError):
     """The request body is larger than the API accepts."""
 
@@ -57,6 +62,7 @@ def _field_errors(exc: InvalidParameters) -> list[FieldError]:
 STATUS_OF: list[tuple[type[Exception], int, str]] = [
     (PayloadTooLarge, 413, "payload_too_large"),
     (BadRequest, 400, "bad_request"),
+    (Forbidden, 403, "forbidden"),
     (ContractViolation, 400, "bad_request"),
     (JobTypeError, 400, "unknown_job_type"),
     (NotFound, 404, "not_found"),
@@ -79,8 +85,15 @@ def answer_errors(handler: Handler) -> Handler:
             for kind, status, error in STATUS_OF:
                 if isinstance(exc, kind):
                     return error_response(status, error, str(exc))
-            log.exception("unhandled error in %s", handler.__name__)
-            return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+            # The exception text may hold SQL, paths or data: it goes to the log only.
+            error_id = secrets.token_hex(8)
+            log.exception("unhandled error %s in %s", error_id, handler.__name__)
+            body = ErrorBody(
+                error="internal_error",
+                message=f"internal error; the log has it under error id {error_id}",
+                error_id=error_id,
+            )
+            return json_response(body, 500)
 
     return wrapper
 

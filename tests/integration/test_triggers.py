@@ -30,10 +30,11 @@ from schemas.http import ErrorBody, HealthBody, JobList, JobTypeList, JobView, T
 from schemas.ids import JobId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.results import StageResultContract
-from tests.fixtures_services import QueueNames
+from tests.fixtures_services import TEST_KEY, QueueNames
 from triggers.runtime import Runtime, reset_runtime, runtime
 
 Json = dict[str, Any]
+KEY_HEADER = "x-functions-key"
 FUNCTIONS: dict[str, Function] = {
     str(f.get_function_name()): f for f in function_app.app.get_functions()
 }
@@ -62,8 +63,12 @@ def call_http(
     *,
     body: bytes = b"",
     params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Json]:
-    """Call the HTTP function `name` the way the worker would, checking its route and method."""
+    """Call the HTTP function `name` the way the worker would, checking its route and method.
+
+    The request carries the test key (all scopes) unless `headers` says otherwise.
+    """
     function = FUNCTIONS[name]
     trigger = function.get_trigger()
     assert isinstance(trigger, HttpTrigger)
@@ -72,7 +77,7 @@ def call_http(
     request = func.HttpRequest(
         method=method,
         url=f"http://localhost/api/{path}",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", KEY_HEADER: TEST_KEY, **(headers or {})},
         params=params or {},
         route_params=route_params or {},
         body=body,
@@ -419,7 +424,7 @@ def test_health_is_200_when_database_and_queues_answer(rt: Runtime) -> None:
 
     assert status == 200
     assert HealthBody.model_validate(body) == HealthBody(
-        status="ok", checks={"database": "ok", "queues": "ok"}
+        status="ok", checks={"database": "ok", "queues": "ok"}, auth="on"
     )
 
 
