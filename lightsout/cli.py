@@ -14,6 +14,7 @@ from lightsout.client import ApiClient, ApiError, parse_assignments, watch
 from lightsout.keys import print_new_key
 from repositories.migrations import migrate, status
 from schemas.exceptions import LightsoutError
+from schemas.http import MAX_BODY_BYTES
 from schemas.settings import DatabaseSettings, Settings, load
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -76,6 +77,8 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
     # One host on a laptop or in CI: repair what the last run left at once (off in Azure).
     os.environ.setdefault("LIGHTSOUT_JANITOR_RUN_ON_STARTUP", "true")
+    # The host refuses a larger body from its Content-Length, before reading any of it.
+    os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(MAX_BODY_BYTES))
     if not args.no_migrate:
         migrate(settings.conninfo, settings.schema_name)
     return serve(args.app_dir, port=args.port, concurrency=args.concurrency)

@@ -12,6 +12,9 @@ from schemas.records import PoisonRecord, TaskError
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
 
+MAX_BODY_BYTES = 1024 * 1024  # the largest request body the API reads
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

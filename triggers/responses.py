@@ -22,10 +22,9 @@ from schemas.exceptions import (
     NotFound,
     QueueUnavailable,
 )
-from schemas.http import ErrorBody, FieldError
+from schemas.http import MAX_BODY_BYTES, ErrorBody, FieldError
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 

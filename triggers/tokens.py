@@ -15,6 +15,9 @@ from schemas.settings import Settings
 JWKS_ALGORITHMS = ["RS256", "ES256"]
 SECRET_ALGORITHMS = ["HS256"]
 JWKS_CACHE_S = 300.0
+# An unknown kid refetches the JWKS (keys rotate), at most this often: random kids in
+# forged tokens must not turn every request into a call to the identity provider.
+JWKS_REFRESH_COOLDOWN_S = 10.0
 LEEWAY_S = 30
 
 
@@ -25,11 +28,19 @@ class InvalidToken(Exception):
 class TokenVerifier:
     """Verify bearer tokens against the configured JWKS URL and/or HS256 secret."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, refresh_cooldown_s: float = JWKS_REFRESH_COOLDOWN_S
+    ) -> None:
         self.issuer, self.audience = settings.jwt_issuer, settings.jwt_audience
         self.secret = settings.jwt_secret
         url = settings.jwt_jwks_url
-        self.jwks = jwt.PyJWKClient(url, lifespan=JWKS_CACHE_S, timeout=10) if url else None
+        self.jwks = (
+            jwt.PyJWKClient(
+                url, lifespan=JWKS_CACHE_S, timeout=10, cooldown_duration=refresh_cooldown_s
+            )
+            if url
+            else None
+        )
 
     @property
     def configured(self) -> bool:
