@@ -11,7 +11,6 @@ from schemas.ids import JobIdField, TaskIdField
 from schemas.records import PoisonRecord, TaskError
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
-
 MAX_BODY_BYTES = 1024 * 1024  # the largest request body the API reads
 
 

@@ -8,6 +8,7 @@ import azure.functions as func
 
 from schemas.auth import Identity, Scope
 from triggers.credentials import Unauthenticated
+from triggers.inputs import check_params
 from triggers.responses import Forbidden, Handler, answer_errors, error_response
 from triggers.runtime import runtime
 
@@ -27,6 +28,7 @@ def protected(scope: Scope) -> Callable[[ProtectedHandler], Handler]:
                 answer.headers["WWW-Authenticate"] = CHALLENGE
                 return answer
             require(who, scope)
+            check_params(req)
             return handler(req, who)
 
         # Not functools.wraps: the Functions worker reads the signature, which must stay (req).

@@ -32,7 +32,8 @@ from schemas.ids import JobId, parse_job_id
 from schemas.records import JobRecord
 from schemas.status import JobStatus, TaskStatus
 from triggers.auth import protected, require
-from triggers.responses import BadRequest, int_param, json_body, json_response
+from triggers.inputs import json_body
+from triggers.responses import BadRequest, int_param, json_response
 from triggers.runtime import auth_notice, runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped

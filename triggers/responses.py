@@ -22,7 +22,7 @@ from schemas.exceptions import (
     NotFound,
     QueueUnavailable,
 )
-from schemas.http import MAX_BODY_BYTES, ErrorBody, FieldError
+from schemas.http import ErrorBody, FieldError
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +95,6 @@ def answer_errors(handler: Handler) -> Handler:
             return json_response(body, 500)
 
     return wrapper
-
-
-def json_body(req: func.HttpRequest) -> object:
-    """Return the parsed JSON body (an empty body is an empty object)."""
-    raw = req.get_body() or b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
 
 
 def int_param(

@@ -12,7 +12,9 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
+from controllers import limits
 from controllers.engine import Engine, default_worker_name
+from controllers.limits import Limits
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
 from repositories.db import Connection, open_pool
@@ -61,6 +63,7 @@ def runtime() -> Runtime:
 @functools.cache
 def _make_runtime() -> Runtime:
     settings = load_settings()
+    limits.configure(Limits(settings.max_tasks_per_stage, settings.max_result_bytes))
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
     _create_queues(queues)
