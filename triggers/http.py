@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel
 
+from controllers.registry import registry
 from schemas.auth import Identity, Scope
 from schemas.exceptions import Conflict
 from schemas.http import (
@@ -33,12 +34,14 @@ from schemas.records import JobRecord
 from schemas.status import JobStatus, TaskStatus
 from triggers.auth import protected, require
 from triggers.inputs import json_body
+from triggers.openapi import openapi_document
 from triggers.responses import BadRequest, int_param, json_response
 from triggers.runtime import auth_notice, runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
 ANON = func.AuthLevel.ANONYMOUS
 E = TypeVar("E", bound=StrEnum)
+API_VERSION = "1.0"
 
 
 @bp.route(route="jobs/{job_type}", methods=["POST"], auth_level=ANON)
@@ -165,6 +168,12 @@ def job_types(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
         for c in runtime().engine.registry
     ]
     return json_response(JobTypeList(job_types=infos))
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=ANON)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of the API; it holds no data, so it needs no credential."""
+    return json_response(openapi_document(registry, API_VERSION))
 
 
 @bp.route(route="health", methods=["GET"], auth_level=ANON)

@@ -89,6 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_any
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, QUERY, ...) reaches the router too: a 405 with the error
+        # body and Allow, where the standard library would answer 501 in HTML.
+        if name.startswith("do_"):
+            return self.do_any
+        raise AttributeError(name)
+
     def _dispatch(self) -> None:
         # Read the body whatever the answer, so a kept-alive connection stays in step.
         body = self._read_body()

@@ -67,3 +67,9 @@ def connection_string(name: str | None, environ: Mapping[str, str], where: str) 
         f"{where} uses connection {setting!r}, but no app setting {setting!r} holds a "
         "storage connection string (identity-based connections are not supported locally)"
     )
+
+
+def is_disabled(function_name: str, environ: Mapping[str, str]) -> bool:
+    """Whether the app setting AzureWebJobs.<name>.Disabled turns the function off."""
+    value = environ.get(f"AzureWebJobs.{function_name}.Disabled", "")
+    return value.strip().lower() in ("true", "1")

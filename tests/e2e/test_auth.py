@@ -110,6 +110,7 @@ def test_every_route_but_health_needs_a_credential(host: HostProcess) -> None:
         assert body["error"] == "unauthorized" and "x-functions-key" in body["message"]
         assert body["fields"] == []
     assert call(host, "GET", "health")[0] == 200
+    assert call(host, "GET", "openapi.json")[2]["openapi"] == "3.1.0"
 
 
 def test_keys_are_checked_and_accepted_as_header_or_code_parameter(host: HostProcess) -> None:

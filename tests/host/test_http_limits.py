@@ -104,3 +104,24 @@ def test_client_sent_easy_auth_headers_never_reach_the_function(
     assert status == 200
     assert body["header"] == "kept"
     assert not [h for h in body["headers"] if h.startswith("x-ms-client-principal")]
+
+
+def test_a_function_disabled_by_its_app_setting_is_not_served(
+    start_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AzureWebJobs.get_item.Disabled", "true")
+
+    host = start_host()
+
+    assert call_json(host, "GET", "/api/items/1")[0] == 404
+    assert call_json(host, "GET", "/api/items/special")[0] == 200
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "BREW"])
+def test_any_other_method_is_a_405_with_the_error_body(
+    start_host: Callable[..., Host], method: str
+) -> None:
+    status, body = exchange(start_host(), f"{method} /api/items/1 HTTP/1.1\r\nHost: x\r\n")
+
+    assert (status, body["error"], body["fields"]) == (405, "method_not_allowed", [])
+    assert method in body["message"]

@@ -52,7 +52,13 @@ def refused(status: int, body: Json, expected: int, error: str) -> ErrorBody:
 
 def test_every_protected_function_is_guarded() -> None:
     http = {n for n, f in FUNCTIONS.items() if isinstance(f.get_trigger(), HttpTrigger)}
-    assert http - set(ROUTES) == {"health"}
+    assert http - set(ROUTES) == {"health", "openapi"}
+
+
+def test_the_openapi_document_needs_no_credential(rt: Runtime) -> None:
+    status, body = call_http("openapi", "GET", headers={KEY_HEADER: ""})
+
+    assert (status, body["openapi"]) == (200, "3.1.0")
 
 
 @pytest.mark.parametrize("name", sorted(ROUTES))
