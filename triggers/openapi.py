@@ -66,11 +66,12 @@ RESPONSES: list[type[BaseModel]] = [
 
 def openapi_document(registry: Registry, version: str) -> Json:
     """Return the OpenAPI 3.1 document of every route, for the job types in `registry`."""
-    return _document(registry, version)
+    # Cached per set of job types: one registered later (a test's) makes a new document.
+    return _document(registry, version, tuple(c.job_type for c in registry))
 
 
 @functools.cache
-def _document(registry: Registry, version: str) -> Json:
+def _document(registry: Registry, version: str, job_types: tuple[str, ...]) -> Json:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "serialization") for m in RESPONSES]
     models += [(c.parameters, "validation") for c in registry]
     refs, definitions = models_json_schema(models, ref_template=REF)

@@ -48,10 +48,16 @@ def json_response(body: BaseModel | dict[str, Any], status: int = 200) -> func.H
 
 
 def error_response(
-    status: int, error: str, message: str, fields: list[FieldError] | None = None
+    status: int,
+    error: str,
+    message: str,
+    fields: list[FieldError] | None = None,
+    error_id: str | None = None,
 ) -> func.HttpResponse:
-    """Return an ErrorBody answer."""
-    return json_response(ErrorBody(error=error, message=message, fields=fields or []), status)
+    """Return an ErrorBody answer (`error_id` only on 500s)."""
+    body = ErrorBody(error=error, message=message, fields=fields or [], error_id=error_id)
+    text = body.model_dump_json(exclude_none=True)
+    return func.HttpResponse(text, status_code=status, mimetype="application/json")
 
 
 def _field_errors(exc: InvalidParameters) -> list[FieldError]:
@@ -87,12 +93,8 @@ def answer_errors(handler: Handler) -> Handler:
             # The exception text may hold SQL, paths or data: it goes to the log only.
             error_id = secrets.token_hex(8)
             log.exception("unhandled error %s in %s", error_id, handler.__name__)
-            body = ErrorBody(
-                error="internal_error",
-                message=f"internal error; the log has it under error id {error_id}",
-                error_id=error_id,
-            )
-            return json_response(body, 500)
+            message = f"internal error; the log has it under error id {error_id}"
+            return error_response(500, "internal_error", message, error_id=error_id)
 
     return wrapper
 
