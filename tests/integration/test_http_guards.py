@@ -18,7 +18,8 @@ from azure.functions.decorators.http import HttpTrigger
 from psycopg.rows import dict_row
 
 from schemas.http import ErrorBody
-from tests.integration.test_triggers import FUNCTIONS, KEY_HEADER, call_http, submit
+from tests.functions import FUNCTIONS
+from tests.integration.test_triggers import KEY_HEADER, call_http, submit
 from triggers.runtime import Runtime, reset_runtime, runtime
 
 Json = dict[str, Any]

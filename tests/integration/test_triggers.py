@@ -16,13 +16,11 @@ from typing import Any
 import azure.functions as func
 import psycopg
 import pytest
-from azure.functions.decorators.function_app import Function
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 from psycopg.rows import dict_row
 
-import function_app
 from controllers.engine import parse_message
 from lightsout.devservices import azurite_connection_string, free_port
 from schemas.exceptions import ContractViolation
@@ -31,13 +29,11 @@ from schemas.ids import JobId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.results import StageResultContract
 from tests.fixtures_services import TEST_KEY, QueueNames
+from tests.functions import FUNCTIONS
 from triggers.runtime import Runtime, reset_runtime, runtime
 
 Json = dict[str, Any]
 KEY_HEADER = "x-functions-key"
-FUNCTIONS: dict[str, Function] = {
-    str(f.get_function_name()): f for f in function_app.app.get_functions()
-}
 UNKNOWN_ID = "ab" * 32
 
 

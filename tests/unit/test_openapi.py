@@ -7,8 +7,8 @@ from typing import Any
 
 from azure.functions.decorators.http import HttpTrigger
 
-import function_app
 from controllers.registry import registry
+from tests.functions import FUNCTIONS
 from triggers.openapi import openapi_document
 
 Json = dict[str, Any]
@@ -38,7 +38,7 @@ def test_it_is_openapi_3_1_with_the_security_schemes() -> None:
 
 def test_every_http_function_has_its_operations_and_every_operation_a_route() -> None:
     routes = set()
-    for function in function_app.app.get_functions():
+    for function in FUNCTIONS.values():
         trigger = function.get_trigger()
         if isinstance(trigger, HttpTrigger):
             for method in trigger.methods or ():
