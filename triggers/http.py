@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -38,6 +39,7 @@ from triggers.openapi import openapi_document
 from triggers.responses import BadRequest, int_param, json_response
 from triggers.runtime import auth_notice, runtime
 
+log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
 ANON = func.AuthLevel.ANONYMOUS
 E = TypeVar("E", bound=StrEnum)
@@ -146,6 +148,8 @@ def replay_poison(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
     if not raw.isdigit():
         raise BadRequest(f"malformed poison id {raw!r}: expected a number")
     queue = runtime().recovery.replay_poison(int(raw))
+    # poison_messages keeps only replayed_at; who asked is in the log until it has a column.
+    log.info("poison message %s replayed to %s by %s", raw, queue, who.actor)
     return json_response(ReplayResponse(poison_id=int(raw), queue_name=queue), 202)
 
 
