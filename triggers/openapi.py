@@ -27,9 +27,9 @@ from schemas.http import (
     SubmitResponse,
     TaskList,
 )
+from schemas.records import Json
 from schemas.status import JobStatus, TaskStatus
 
-Json = dict[str, Any]
 REF = "#/components/schemas/{model}"
 SECURITY: list[dict[str, list[str]]] = [{"apiKeyHeader": []}, {"apiKeyQuery": []}, {"bearer": []}]
 ERRORS = {
@@ -244,9 +244,11 @@ def _list_poison(ref: Any) -> Json:
 
 def _replay(ref: Any) -> Json:
     poison_id = {"name": "poison_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    force = _query("force", {"type": "string", "enum": ["true", "false"]}, "replay again")
     ok = {202: ("sent again to its queue", ref(ReplayResponse))}
-    summary = "Replay a poison message"
-    return _protected("replay_poison", summary, "jobs:admin", ok, [404, 409], ref, [poison_id])
+    summary = "Replay a poison message (once, unless force=true)"
+    params = [poison_id, force]
+    return _protected("replay_poison", summary, "jobs:admin", ok, [404, 409], ref, params)
 
 
 def _job_types(ref: Any) -> Json:

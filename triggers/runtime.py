@@ -12,8 +12,9 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
-from controllers import limits
+from controllers import limits, logcontext, tracing
 from controllers.engine import Engine, default_worker_name
+from controllers.faults import with_injected_faults
 from controllers.limits import Limits
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
@@ -63,29 +64,33 @@ def runtime() -> Runtime:
 @functools.cache
 def _make_runtime() -> Runtime:
     settings = load_settings()
+    tracing.configure()
+    logcontext.install()
     limits.configure(Limits(settings.max_tasks_per_stage, settings.max_result_bytes))
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
     _create_queues(queues)
     jobs, tasks, poison = JobRepository(pool), TaskRepository(pool), PoisonRepository(pool)
     worker = settings.worker_name or default_worker_name()
+    sends = with_injected_faults(queues)  # the queues themselves unless a chaos test asks
     engine = Engine(
         jobs,
         tasks,
-        queues,
+        sends,
         poison,
         registry,
         worker=worker,
         task_concurrency=settings.task_concurrency,
         heartbeat_s=settings.heartbeat_s,
         outage_wait_s=settings.dependency_wait_s,
+        dispatch_lease_s=settings.task_lease_s,
     )
     timings = Timings(
         lease=timedelta(seconds=settings.task_lease_s),
         sweep_grace=timedelta(seconds=settings.sweep_grace_s),
         stall=timedelta(seconds=settings.stall_s),
     )
-    recovery = Recovery(engine, RecoveryRepository(pool), queues, poison, timings)
+    recovery = Recovery(engine, RecoveryRepository(pool), sends, poison, timings)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
     auth = Authenticator(settings)
     _log_auth_notice(settings)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from azstorage import IdentityConnection, StorageConfigError, StorageConnection
 from lightsout.host.banner import banner
 from lightsout.host.discovery import (
     AnyFunction,
@@ -26,6 +29,7 @@ from lightsout.host.errors import HostConfigError
 from lightsout.host.hostjson import HostJson, load_host_json
 from lightsout.host.http_server import FunctionHttpServer
 from lightsout.host.invoke import Invoker
+from lightsout.host.logformat import configure_logging
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
 from lightsout.host.routing import Router
 from lightsout.host.settings import is_disabled, load_local_settings
@@ -73,6 +77,7 @@ class Host:
         if len(functions) < len(found):
             off = sorted({f.name for f in found} - {f.name for f in functions})
             log.info("Disabled by AzureWebJobs.<name>.Disabled: %s", ", ".join(off))
+        functions = _sign_in(functions)
         self._build(functions)
         for listener in self.listeners:
             listener.start()
@@ -93,18 +98,21 @@ class Host:
         self.timers = [
             TimerRunner(f, self.invoker) for f in functions if isinstance(f, TimerFunction)
         ]
-        self.listeners = [
-            QueueListener(
-                f,
-                queues,
-                self.invoker,
-                concurrency=self.concurrency,
-                lease_time=self.lease_time,
-                function_timeout=self.config.function_timeout,
-            )
-            for f in functions
-            if isinstance(f, QueueFunction)
-        ]
+        try:
+            self.listeners = [
+                QueueListener(
+                    f,
+                    queues,
+                    self.invoker,
+                    concurrency=self.concurrency,
+                    lease_time=self.lease_time,
+                    function_timeout=self.config.function_timeout,
+                )
+                for f in functions
+                if isinstance(f, QueueFunction)
+            ]
+        except StorageConfigError as exc:
+            raise HostConfigError(str(exc)) from exc
         http = [f for f in functions if isinstance(f, HttpFunction)]
         router = Router(
             self.config.extensions.http.route_prefix, [(f.route, f.methods, f) for f in http]
@@ -156,6 +164,28 @@ class Host:
         self.stop()
 
 
+def _sign_in(functions: list[AnyFunction]) -> list[AnyFunction]:
+    """Get a token for each identity-based connection now: a failure stops the start, named.
+
+    The Functions host stops the same way when its identity cannot sign in. Functions
+    on the same connection get one connection object, so they share its token.
+    """
+    shared: dict[StorageConnection, StorageConnection] = {}
+    functions = [
+        replace(f, connection=shared.setdefault(f.connection, f.connection))
+        if isinstance(f, QueueFunction)
+        else f
+        for f in functions
+    ]
+    for connection in shared.values():
+        if isinstance(connection, IdentityConnection):
+            try:
+                connection.check()
+            except StorageConfigError as exc:
+                raise HostConfigError(str(exc)) from exc
+    return functions
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -167,11 +197,11 @@ def serve(
     stop_event: threading.Event | None = None,
 ) -> int:
     """Serve the app in `app_dir` until SIGTERM/SIGINT or `stop_event`; return an exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("azure").setLevel(logging.WARNING)  # it logs each request at INFO
+    try:
+        configure_logging(os.environ.get("LIGHTSOUT_LOG_FORMAT", "text"))
+    except ValueError as exc:
+        print(f"The host cannot start: {exc}", file=sys.stderr)
+        return 1
     stop = stop_event or threading.Event()
     # Handle signals before starting: a function may be running as soon as start() begins.
     with _stop_on_signals(stop):

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from azure.core.exceptions import ResourceNotFoundError
@@ -22,12 +22,12 @@ from psycopg.rows import dict_row
 
 from lightsout.client import FINISHED, ApiClient, ApiError
 from lightsout.devservices import free_port
+from schemas.records import Json
 from tests.fixtures_services import TEST_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 40.0  # the host's own grace period is 30 s
-Json = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -153,3 +153,11 @@ def peek(connection: str, queue: str) -> list[str]:
         return [str(m.content) for m in client.peek_messages(max_messages=32)]
     except ResourceNotFoundError:
         return []
+
+
+def queue_exists(connection: str, queue: str) -> bool:
+    try:
+        QueueClient.from_connection_string(connection, queue).get_queue_properties()
+    except ResourceNotFoundError:
+        return False
+    return True

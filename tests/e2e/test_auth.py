@@ -13,10 +13,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import pytest
 
+from schemas.records import Json
 from tests.e2e.conftest import StartHosts
 from tests.e2e.hosts import REPO_ROOT, HostProcess, finished, rows, wait_for
 from tests.fixtures_services import TEST_KEY
@@ -30,7 +30,6 @@ from tests.jwt_keys import (
     jwks_server,
 )
 
-Json = dict[str, Any]
 READER, SUBMITTER, OPS = ("reader-" + "r" * 24, "submitter-" + "s" * 24, "ops-" + "o" * 24)
 KEYS = {
     "tests": {"key": TEST_KEY, "scopes": ["jobs:read", "jobs:submit", "jobs:admin"]},

@@ -10,7 +10,6 @@ import base64
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -18,11 +17,11 @@ from azure.functions.decorators.http import HttpTrigger
 from psycopg.rows import dict_row
 
 from schemas.http import ErrorBody
+from schemas.records import Json
 from tests.functions import FUNCTIONS
 from tests.integration.test_triggers import KEY_HEADER, call_http, submit
 from triggers.runtime import Runtime, reset_runtime, runtime
 
-Json = dict[str, Any]
 UNKNOWN = "ab" * 32
 ROUTES = {
     "submit_job": ("POST", {"job_type": "hello_world"}),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -13,11 +12,10 @@ from controllers.base import BaseController, BuildContext, Stage, TaskContext
 from controllers.jobtypes.hello_world import HelloWorld
 from controllers.limits import LimitExceeded, Limits, capped_tasks, checked_result
 from controllers.registry import Registry
+from schemas.records import Json
 from schemas.status import JobStatus, TaskStatus
 from tests.fakes import FakeBus, FakeDatabase, FakeJobStore, FakePoisonStore, FakeTaskStore
 from tests.unit.test_engine import World
-
-Json = dict[str, Any]
 
 
 class BigParams(BaseModel):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from azure.functions.decorators.http import HttpTrigger
 
 from controllers.registry import registry
+from schemas.records import Json
 from tests.functions import FUNCTIONS
 from triggers.openapi import openapi_document
 
-Json = dict[str, Any]
 OPEN = {"health", "openapi"}
 
 
