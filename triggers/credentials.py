@@ -70,6 +70,8 @@ class Authenticator:
         )
 
     def _key_identity(self, key: str) -> Identity:
+        if not self.keys:
+            raise Unauthenticated("API keys are not accepted: LIGHTSOUT_API_KEYS holds none")
         given = key.encode()
         found = None
         for name, secret, scopes in self.keys:
