@@ -127,13 +127,15 @@ class Recovery:
         """Return a time before which every message sent, and visible since, left `queue`.
 
         The queue hands out its visible messages about oldest first, so one sent before
-        the oldest still visible is no longer there. An empty queue (the count includes
-        invisible messages) holds nothing; one whose messages are all invisible proves
-        nothing.
+        the oldest still visible is no longer waiting there. With nothing visible (an
+        empty queue, or only messages in receivers' hands) nothing waits: a message held
+        by a live receiver has its tasks claimed within seconds, so one whose tasks are
+        still unclaimed after the idle time is held by a receiver that died, and comes
+        back only when its lease ends (up to 10 minutes in the Functions host).
         """
         if counts.get(queue, 1) == 0:
             return datetime.now(UTC)
-        return self.queues.oldest_visible(queue) or datetime.min.replace(tzinfo=UTC)
+        return self.queues.oldest_visible(queue) or datetime.now(UTC)
 
     def _sweep(self, report: JanitorReport) -> None:
         # Sent first, marked after: a failed send leaves the work unmarked for the next run.

@@ -67,7 +67,23 @@ class Probe:
             status = self.status(job_id)
             return None if status in ("queued", "processing") else status
 
-        return wait_for(ended, timeout, f"job {job_id[:12]} to end")
+        try:
+            return wait_for(ended, timeout, f"job {job_id[:12]} to end")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; where it stands: {self.stuck_state(job_id)}") from None
+
+    def stuck_state(self, job_id: str) -> list[Row]:
+        """The unfinished tasks of a job by stage, status, and whether sent and due."""
+        return self.rows(
+            "SELECT t.stage, t.status, t.dispatched_at IS NOT NULL AS sent,"
+            " coalesce(t.next_attempt_at > now(), false) AS not_due, count(*) AS n,"
+            " min(t.updated_at) AS oldest, s.status AS stage_status,"
+            " s.dispatch_holder, s.dispatch_lease_until"
+            " FROM tasks t JOIN job_stages s USING (job_id, stage)"
+            " WHERE t.job_id = %s AND t.status NOT IN ('completed', 'failed', 'cancelled')"
+            " GROUP BY 1, 2, 3, 4, 7, 8, 9",
+            job_id,
+        )
 
     def task_statuses(self, job_id: str) -> Counter[str]:
         rows = self.rows(

@@ -171,6 +171,19 @@ def test_reopen_spares_messages_sent_after_the_oldest_one_still_queued(
     assert quick.run_janitor().reopened == 5
 
 
+def test_reopen_resends_a_message_held_by_a_receiver_that_died(rt: Runtime, db: Db) -> None:
+    job_id, ids = started_stage(rt, 3)
+    assert rt.engine.driver.dispatch(job_id, 1, 25) == 3
+    # A host received it (invisible for its 10-minute lease) and was killed before claiming.
+    assert len(rt.queues.receive_raw(rt.queues.tasks_queue, lease=timedelta(minutes=10))) == 1
+    assert rt.queues.approximate_counts()[rt.queues.tasks_queue] == 1  # there, but invisible
+    slow = janitor(rt, stall=timedelta(seconds=30), lease=timedelta(0))
+    assert slow.run_janitor().reopened == 0  # a live receiver would claim within seconds
+    age(db, "tasks", "dispatched_at", ids)
+    assert slow.run_janitor().reopened == 3
+    assert sorted(rt.tasks.undispatched(job_id, 1)) == sorted(ids)  # for the sweeper to send
+
+
 def test_poison_replays_once_then_409_naming_when_unless_forced(rt: Runtime) -> None:
     body = JobQueueMessage(job_id=JobId("ab" * 32), stage=1).model_dump_json()
     assert rt.poison.record(rt.queues.jobs_poison_queue, "m-1", body, 5, "dequeued 5 times")
