@@ -1,0 +1,2 @@
+-- TEMP placeholder (drop on merge): the engine branch owns migration 0003.
+SELECT 1;
