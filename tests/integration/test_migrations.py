@@ -16,7 +16,15 @@ from schemas.status import JobStatus, StageStatus, TaskStatus
 
 SCHEMA = "lightsout"
 LATEST = len(discover())
-TABLES = {"jobs", "job_stages", "tasks", "job_events", "poison_messages", "schema_migrations"}
+TABLES = {
+    "jobs",
+    "job_stages",
+    "tasks",
+    "job_events",
+    "poison_messages",
+    "schema_migrations",
+    "job_type_pauses",
+}
 PROCEDURES = {
     "submit_job",
     "start_stage",
@@ -27,6 +35,11 @@ PROCEDURES = {
     "retry_task",
     "advance_job_stage",
     "cancel_job",
+    "pause_job_type",
+    "resume_job_type",
+    "hold_job_if_paused",
+    "hold_tasks_if_paused",
+    "report_task_progress",
 }
 
 CATALOG_QUERIES = {
