@@ -35,6 +35,8 @@ class JobStore(Protocol):
 
     def mark_dispatched(self, job_id: JobId, stage: int) -> None: ...
 
+    def hold_if_paused(self, job_id: JobId, stage: int) -> bool: ...
+
     def advance(
         self,
         job_id: JobId,
@@ -63,6 +65,12 @@ class JobStore(Protocol):
 
 class TaskStore(Protocol):
     def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool: ...
+
+    def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool: ...
+
+    def report_progress(
+        self, task_id: TaskId, attempt: int, fraction: float, message: str
+    ) -> bool: ...
 
     def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]: ...
 

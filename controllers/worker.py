@@ -19,6 +19,7 @@ from controllers.base import BaseController, RetryPolicy, TaskContext
 from controllers.faults import crash_point
 from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
+from controllers.progress import ProgressReport
 from controllers.registry import Registry
 from controllers.stages import StageDriver
 from repositories.tasks import Finish
@@ -95,6 +96,9 @@ class TaskRunner:
         Completions are group-committed: whatever tasks have finished when the previous
         write returns go to the database together, each still fenced by its own attempt.
         """
+        if self.tasks.hold_if_paused(msg.job_id, msg.task_ids):
+            log.info("job %s stage %d: its job type is paused; tasks held", msg.job_id, msg.stage)
+            return
         claims = self.tasks.claim(msg.task_ids, self.worker)
         if not claims:
             log.info("nothing to claim in message for %s stage %d", msg.job_id, msg.stage)
@@ -130,6 +134,7 @@ class TaskRunner:
             max_attempts=claim.max_attempts,
             params=params,
             task=claim.parameters,
+            report=ProgressReport(self.tasks, claim.task_id, claim.attempt),
         )
         try:
             result = _json_object(controller.stage(claim.stage).run(ctx))
