@@ -75,10 +75,10 @@ LAST_JANITOR_ACTION = """
 # Every running task (its worker may be dead) and every task claimed lately.
 WORKERS = """
     WITH seen AS (
-        SELECT claimed_by, job_id, status, heartbeat_at, claimed_at FROM tasks
+        SELECT task_id, claimed_by, job_id, status, heartbeat_at, claimed_at FROM tasks
          WHERE status = 'processing'
         UNION
-        SELECT claimed_by, job_id, status, heartbeat_at, claimed_at FROM tasks
+        SELECT task_id, claimed_by, job_id, status, heartbeat_at, claimed_at FROM tasks
          WHERE claimed_at > now() - %(since)s
     )
     SELECT claimed_by AS worker,
