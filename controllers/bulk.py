@@ -23,10 +23,11 @@ class BulkActions:
     def cancel(self, job_type: str | None, status: JobStatus | None, actor: str) -> tuple[int, int]:
         """Cancel the unfinished jobs that match; return (matched, cancelled)."""
         matched = cancelled = 0
+        reason = f"bulk cancel: {_filters(job_type, status)}"
         for job in self._matching(job_type, status):
             matched += 1
             if job.status in UNFINISHED:
-                done, _ = self.recovery.engine.cancel(job.job_id, actor, "bulk cancel")
+                done, _ = self.recovery.engine.cancel(job.job_id, actor, reason)
                 cancelled += done
         return matched, cancelled
 
@@ -52,3 +53,9 @@ class BulkActions:
             if len(page) < PAGE:
                 return
             after = page[-1].job_id
+
+
+def _filters(job_type: str | None, status: JobStatus | None) -> str:
+    return " ".join(
+        f"{name}={value}" for name, value in (("job_type", job_type), ("status", status)) if value
+    )

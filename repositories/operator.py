@@ -16,12 +16,15 @@ from schemas.operator import (
     JobStage,
     JobState,
     JobTypePause,
+    Outbox,
     PoisonNote,
     Resumed,
     ScheduledRetry,
     SentMessage,
     StageCounters,
+    StageRunning,
     StatusChange,
+    StatusCount,
     WorkerView,
 )
 from schemas.records import JobEvent
@@ -177,7 +180,8 @@ class OperatorRepository:
                 " FROM tasks WHERE job_id = %s AND status = 'processing' GROUP BY stage",
                 (job_id,),
             ).fetchall()
-        return {int(str(r["stage"])): float(str(r["done"])) for r in rows}
+        sums = [parse_row(StageRunning, row) for row in rows]
+        return {s.stage: s.done for s in sums}
 
     def workers(self, since: timedelta, jobs_per_worker: int = 20) -> list[WorkerView]:
         """Return the workers holding tasks or that claimed one within `since`."""
@@ -199,13 +203,15 @@ class OperatorRepository:
                 " GROUP BY status",
                 (job_id,),
             ).fetchall()
-        return {TaskStatus(str(r["status"])): int(str(r["n"])) for r in rows}
+        counts = [parse_row(StatusCount, row) for row in rows]
+        return {c.status: c.n for c in counts}
 
     def outbox(self, job_id: JobId) -> tuple[int, int]:
         """Return (unsent, held by a pause) message rows of the job."""
         with translated("read outbox", job_id=job_id), self._pool.connection() as conn:
             row = conn.execute(OUTBOX, (job_id,)).fetchone()
-        return (int(str(row["unsent"])), int(str(row["held"]))) if row else (0, 0)
+        outbox = parse_row(Outbox, row) if row else Outbox(unsent=0, held=0)
+        return outbox.unsent, outbox.held
 
     def waiting_since(self, job_id: JobId) -> SentMessage | None:
         with translated("read sent messages", job_id=job_id), self._pool.connection() as conn:

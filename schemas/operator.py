@@ -53,6 +53,23 @@ class StatusChange(_Row):
     created_at: datetime
 
 
+class StageRunning(_Row):
+    """The summed progress reports of a stage's running attempts."""
+
+    stage: int
+    done: float = Field(ge=0)
+
+
+class StatusCount(_Row):
+    status: TaskStatus
+    n: int = Field(ge=0)
+
+
+class Outbox(_Row):
+    unsent: int = Field(ge=0)
+    held: int = Field(ge=0)
+
+
 class JobStage(_Row):
     job_id: JobIdField
     stage: int = Field(ge=1)

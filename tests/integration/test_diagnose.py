@@ -176,7 +176,7 @@ def test_paused(rt: Runtime, azurite: str, queue_names: QueueNames) -> None:
     assert found.state == "paused"
     assert found.status == "queued"
     assert found.evidence.paused is True and found.evidence.held_messages == 1
-    assert found.verdict.startswith("paused by auth-off:shim at ")
+    assert found.verdict.startswith(f"paused by {body['paused_by']} at ")
     assert "POST /api/job-types/noop_fanout/resume" in found.verdict
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from repositories.migrations import discover, migrate, status
 from schemas.exceptions import MigrationError
+from schemas.operator import JobTypePause, StageCounters
 from schemas.records import Claim, Completion, JobEvent, JobRecord, StageRecord, TaskRecord
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
@@ -150,6 +151,8 @@ def test_records_match_their_tables(database_url: str) -> None:
         (TaskRecord, "tasks"),
         (JobEvent, "job_events"),
         (Claim, "tasks"),
+        (JobTypePause, "job_type_pauses"),
+        (StageCounters, "job_stages"),
     ]
     for model, table in readers:
         missing = set(model.model_fields) - columns(database_url, table)
