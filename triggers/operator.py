@@ -9,6 +9,7 @@ import azure.functions as func
 from controllers.bulk import BulkActions
 from controllers.diagnose import Diagnoser
 from controllers.pause import Pauses
+from controllers.registry import NAME
 from repositories.operator import OperatorRepository
 from schemas.auth import Identity, Scope
 from schemas.operator import (
@@ -112,6 +113,8 @@ def _filters(req: func.HttpRequest) -> tuple[str | None, JobStatus | None]:
     status = enum_param(req, "status", JobStatus)
     if job_type is None and status is None:
         raise BadRequest("give at least one filter: job_type or status")
+    if job_type is not None and not NAME.fullmatch(job_type):
+        raise BadRequest(f"query parameter 'job_type' must match {NAME.pattern}")
     return job_type, status
 
 

@@ -215,6 +215,8 @@ def test_bulk_actions_need_a_filter(rt: Runtime, name: str) -> None:
     assert status == 400 and "at least one filter" in body["message"]
     status, body = call_http(name, "POST", params={"status": "sleeping"})
     assert status == 400 and "status" in body["message"]
+    status, body = call_http(name, "POST", params={"job_type": "no\x00such"})
+    assert status == 400 and "job_type" in body["message"]
 
 
 def test_workers_from_claims_and_heartbeats(
