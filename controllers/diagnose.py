@@ -16,6 +16,8 @@ from schemas.records import JobRecord
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
 Verdict = tuple[DiagnoseState, str]
+# A worker that missed this many heartbeats is probably gone (its lease may still run).
+SILENT_BEATS = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Diagnoser:
     repo: OperatorRepository
     registry: Registry
     timings: Timings
+    heartbeat: timedelta = timedelta(seconds=10)
 
     def diagnose(self, job_id: JobId) -> Diagnosis:
         """Return the job's state, a one-sentence verdict and the evidence behind it."""
@@ -64,6 +67,7 @@ class Diagnoser:
     def evidence(self, job: JobRecord) -> Evidence:
         """Read everything a verdict may rest on (a handful of indexed reads)."""
         r, job_id = self.repo, job.job_id
+        silent = SILENT_BEATS * self.heartbeat
         unsent, held = r.outbox(job_id)
         pause = r.pauses().get(job.job_type)
         finished = job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING)
@@ -73,7 +77,8 @@ class Diagnoser:
             unsent_messages=unsent,
             held_messages=held,
             waiting_since=r.waiting_since(job_id),
-            expired_claims=r.expired_claims(job_id, self.timings.lease),
+            expired_claims=r.silent_claims(job_id, self.timings.lease),
+            silent_claims=r.silent_claims(job_id, silent, self.timings.lease),
             scheduled_retries=r.scheduled_retries(job_id),
             poison=r.poison_of(job_id),
             last_janitor_action=r.last_janitor_action(job_id),
@@ -151,7 +156,8 @@ def poison(case: Case) -> Verdict | None:
 
 
 def dead_worker(case: Case) -> Verdict | None:
-    claims = case.evidence.expired_claims
+    expired = case.evidence.expired_claims
+    claims = expired or case.evidence.silent_claims
     if not claims:
         return None
     workers = sorted({c.worker for c in claims})
@@ -159,12 +165,17 @@ def dead_worker(case: Case) -> Verdict | None:
     last = all(c.attempt >= c.max_attempts for c in claims)
     action = "fail them (their last attempt)" if last else "retry them"
     lease_end = max(c.heartbeat_at for c in claims) + case.timings.lease
+    when = (
+        f"their lease ended at {_clock(lease_end)} and the janitor will {action} at its next run"
+        if expired
+        else f"unless it comes back, the janitor will {action} at {_clock(lease_end)}"
+        " when their lease ends"
+    )
     return (
         DiagnoseState.DEAD_WORKER,
         f"{case.where} is waiting on {len(claims)} tasks whose worker"
         f"{'s' if len(workers) > 1 else ''} {', '.join(workers)} stopped heartbeating"
-        f" {silent:.0f} s ago; their lease ended at {_clock(lease_end)} and the janitor will"
-        f" {action} at its next run",
+        f" {silent:.0f} s ago; {when}",
     )
 
 

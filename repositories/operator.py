@@ -33,10 +33,11 @@ from schemas.status import JobStatus, TaskStatus
 EVIDENCE_ROWS = 20
 OPEN_TASKS = ("queued", "processing", "retrying")
 
-EXPIRED_CLAIMS = """
+SILENT_CLAIMS = """
     SELECT task_id, stage, claimed_by AS worker, attempt, max_attempts, heartbeat_at,
            extract(epoch FROM now() - heartbeat_at)::float8 AS silent_s
-      FROM tasks WHERE job_id = %s AND status = 'processing' AND heartbeat_at < now() - %s
+      FROM tasks WHERE job_id = %s AND status = 'processing'
+       AND heartbeat_at < now() - %s AND heartbeat_at >= now() - %s
      ORDER BY heartbeat_at, task_id LIMIT %s"""
 SCHEDULED_RETRIES = """
     SELECT task_id, stage, attempt, next_attempt_at, error ->> 'message' AS error
@@ -218,9 +219,15 @@ class OperatorRepository:
             row = conn.execute(WAITING, {"job": job_id}).fetchone()
         return parse_row(SentMessage, row) if row else None
 
-    def expired_claims(self, job_id: JobId, lease: timedelta) -> list[ExpiredClaim]:
+    def silent_claims(
+        self, job_id: JobId, silent_for: timedelta, at_most: timedelta | None = None
+    ) -> list[ExpiredClaim]:
+        """Return running tasks whose worker has been silent for `silent_for` (up to `at_most`)."""
+        longest = at_most if at_most is not None else timedelta(days=36500)
         with translated("read claims", job_id=job_id), self._pool.connection() as conn:
-            rows = conn.execute(EXPIRED_CLAIMS, (job_id, lease, EVIDENCE_ROWS)).fetchall()
+            rows = conn.execute(
+                SILENT_CLAIMS, (job_id, silent_for, longest, EVIDENCE_ROWS)
+            ).fetchall()
         return [parse_row(ExpiredClaim, row) for row in rows]
 
     def scheduled_retries(self, job_id: JobId) -> list[ScheduledRetry]:

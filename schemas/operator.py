@@ -136,7 +136,7 @@ class StageCounters(_Row):
 
 
 class ExpiredClaim(_Row):
-    """A running task whose worker has not heartbeated within the lease."""
+    """A running task whose worker has not heartbeated for a while (expired: past the lease)."""
 
     task_id: TaskIdField
     stage: int
@@ -189,6 +189,9 @@ class Evidence(_Body):
     held_messages: int = Field(ge=0, description="job and task rows held back by a pause")
     waiting_since: SentMessage | None
     expired_claims: list[ExpiredClaim]
+    silent_claims: list[ExpiredClaim] = Field(
+        description="claims silent for three heartbeats whose lease has not ended yet"
+    )
     scheduled_retries: list[ScheduledRetry]
     poison: list[PoisonNote]
     last_janitor_action: JanitorAction | None

@@ -54,7 +54,8 @@ def job_events(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
 def diagnose_job(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
     """Say in one sentence why the job is where it is, with the evidence."""
     rt = runtime()
-    diagnoser = Diagnoser(rt.jobs, _repo(), rt.engine.registry, rt.recovery.timings)
+    heartbeat = timedelta(seconds=rt.settings.heartbeat_s)
+    diagnoser = Diagnoser(rt.jobs, _repo(), rt.engine.registry, rt.recovery.timings, heartbeat)
     return json_response(diagnoser.diagnose(job_id_param(req)))
 
 
