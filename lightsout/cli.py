@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightsout.client import ApiClient, ApiError, parse_assignments, watch
+from repositories.db import migrations_conninfo
 from repositories.migrations import migrate, status
 from schemas.exceptions import LightsoutError
 from schemas.settings import DatabaseSettings, Settings, load
@@ -59,18 +60,18 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_TASKS_QUEUE", settings.tasks_queue)
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
     if not args.no_migrate:
-        migrate(settings.conninfo, settings.schema_name)
+        migrate(migrations_conninfo(settings), settings.schema_name)
     return serve(args.app_dir, port=args.port, concurrency=args.concurrency)
 
 
 def _migrate(args: argparse.Namespace) -> int:
     settings = load(DatabaseSettings)
     if args.direction == "status":
-        applied, pending = status(settings.conninfo, settings.schema_name)
+        applied, pending = status(migrations_conninfo(settings), settings.schema_name)
         print(f"schema {settings.schema_name}: applied {applied}, pending {pending}")
         return 0
     target = args.to if args.direction == "up" else (args.to or 0)
-    applied = migrate(settings.conninfo, settings.schema_name, target)
+    applied = migrate(migrations_conninfo(settings), settings.schema_name, target)
     print(f"schema {settings.schema_name} at version {max(applied, default=0)}")
     return 0
 

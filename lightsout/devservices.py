@@ -9,12 +9,13 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
@@ -227,7 +228,7 @@ class AzuriteService:
         if self._proc is None or self.location is None:
             raise RuntimeError("cannot restart an Azurite we did not start; use start_azurite()")
         self._terminate()
-        self._proc = _spawn_azurite(self.port, self.location)
+        self._proc = spawn_azurite(self.port, self.location)
 
     def _terminate(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
@@ -254,11 +255,14 @@ def start_azurite(run_dir: Path, port: int | None = None) -> AzuriteService:
     port = port or free_port()
     location = run_dir / f"azurite-{port}"
     location.mkdir(parents=True, exist_ok=True)
-    proc = _spawn_azurite(port, location)
+    proc = spawn_azurite(port, location)
     return AzuriteService(azurite_connection_string(port), proc, port, location)
 
 
-def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
+def spawn_azurite(
+    port: int, location: Path, extra: Sequence[str] = (), context: ssl.SSLContext | None = None
+) -> subprocess.Popen[bytes]:
+    """Start azurite-queue; `extra` arguments such as --oauth, `context` to trust its HTTPS."""
     node = shutil.which("node")
     script = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
     if node is None:
@@ -266,7 +270,7 @@ def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
     if not script.exists():
         raise RuntimeError(f"{script} is missing: run scripts/bootstrap (npm ci)")
     args = ["--queueHost", "127.0.0.1", "--queuePort", str(port), "--location", str(location)]
-    args += ["--silent", "--skipApiVersionCheck", "--disableTelemetry"]
+    args += ["--silent", "--skipApiVersionCheck", "--disableTelemetry", *extra]
     with (location / "azurite.log").open("ab") as out:
         proc = subprocess.Popen(
             [node, str(script), *args],
@@ -275,13 +279,17 @@ def _spawn_azurite(port: int, location: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _wait_for_azurite(proc, port, location / "azurite.log")
+    _wait_for_azurite(proc, port, location / "azurite.log", context)
     return proc
 
 
-def _wait_for_azurite(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_for_azurite(
+    proc: subprocess.Popen[bytes], port: int, log: Path, context: ssl.SSLContext | None
+) -> None:
     deadline = time.monotonic() + 20
-    while not http_answers(f"http://127.0.0.1:{port}/devstoreaccount1", timeout=1):
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://127.0.0.1:{port}/devstoreaccount1"
+    while not http_answers(url, timeout=1, context=context):
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -309,10 +317,10 @@ def queue_endpoint(connection_string: str) -> str:
     return f"{protocol}://{parts.get('AccountName', '')}.queue.{suffix}"
 
 
-def http_answers(url: str, timeout: float = 3) -> bool:
+def http_answers(url: str, timeout: float = 3, context: ssl.SSLContext | None = None) -> bool:
     """Any HTTP answer counts (an unsigned request gets 400/403), a refused connection not."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
+        with urllib.request.urlopen(url, timeout=timeout, context=context):
             return True
     except urllib.error.HTTPError:
         return True

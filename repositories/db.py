@@ -1,37 +1,103 @@
-"""Connection pools bound to the Lightsout schema."""
+"""Connection pools bound to the Lightsout schema, fit for a transaction pooler.
+
+Under transaction pooling (PgBouncer, Azure's built-in one on port 6432) each transaction
+may run on another server connection, so nothing set for a session follows the next
+transaction: not `SET search_path`, not a prepared statement. Every block of the pool is
+therefore one transaction that names its schema first (`SET LOCAL search_path` lasts
+until that transaction ends), and prepared statements are off behind such a pooler.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from schemas.settings import Settings
+from repositories.entra import EntraPassword, entra_password
+from schemas.settings import DatabaseSettings
 
 Connection = psycopg.Connection[dict[str, object]]
+log = logging.getLogger(__name__)
+PGBOUNCER_PORT = 6432  # PgBouncer's default, and Azure's built-in pooler
 
 
-def set_search_path(conn: psycopg.Connection[object], schema: str) -> None:
-    """Point unqualified names at `schema` for the rest of the session."""
-    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+def set_search_path(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Point unqualified names at `schema` until the current transaction ends."""
+    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
 
 
-def open_pool(settings: Settings, name: str = "lightsout") -> ConnectionPool[Connection]:
-    """Open a pool whose connections use dict rows and the configured schema."""
+def behind_transaction_pooler(settings: DatabaseSettings) -> bool:
+    """LIGHTSOUT_DB_POOLER, or with `auto` whether the port is PgBouncer's (6432)."""
+    if settings.db_pooler != "auto":
+        return settings.db_pooler == "transaction"
+    port = conninfo_to_dict(settings.conninfo).get("port") or settings.pgport
+    return str(port) == str(PGBOUNCER_PORT)
 
-    def configure(conn: Connection) -> None:
-        set_search_path(conn, settings.schema_name)
-        conn.commit()
 
-    return ConnectionPool(
-        settings.conninfo,
+class SchemaPool(ConnectionPool[Connection]):
+    """A pool whose every `connection()` block is one transaction in the configured schema.
+
+    `conn.commit()` inside a block raises (psycopg forbids it inside a transaction block):
+    a second transaction in the same block would run without the schema.
+    """
+
+    def __init__(self, schema: str, **kwargs: Any) -> None:
+        self.schema = schema
+        super().__init__(**kwargs)
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Connection]:
+        with super().connection(timeout) as conn, conn.transaction():
+            set_search_path(conn, self.schema)
+            yield conn
+
+
+def open_pool(settings: DatabaseSettings, name: str = "lightsout") -> SchemaPool:
+    """Open a pool whose connections use dict rows, the configured schema and its auth."""
+    pooled = behind_transaction_pooler(settings)
+    options: dict[str, Any] = {"row_factory": dict_row, "autocommit": False}
+    # psycopg prepares a statement on the server after 5 executions by default; PgBouncer
+    # before 1.21 cannot follow it to the next transaction's server connection.
+    options["prepare_threshold"] = None if pooled else 5
+    password = entra_password(settings) if settings.db_auth == "entra" else None
+    if password:
+        password()  # at start-up, a credential that gives no token names itself at once
+    log.info(
+        "database pool %s: %s (LIGHTSOUT_DB_POOLER=%s), server-side prepared statements %s, %s",
+        name,
+        "through a transaction pooler" if pooled else "no transaction pooler",
+        settings.db_pooler,
+        "off" if pooled else "on",
+        "Microsoft Entra tokens as password" if password else "password from the settings",
+    )
+    return SchemaPool(
+        settings.schema_name,
+        conninfo=settings.conninfo,
         connection_class=psycopg.Connection[dict[str, object]],
-        kwargs={"row_factory": dict_row, "autocommit": False},
-        configure=configure,
+        kwargs=_with_token(options, password) if password else options,
+        check=password.check if password else None,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         name=name,
         open=True,
         timeout=10.0,
     )
+
+
+def _with_token(options: dict[str, Any], password: EntraPassword) -> Callable[[], dict[str, Any]]:
+    """Connection options asked for at each new connection, so each gets a current token."""
+    return lambda: {**options, "password": password()}
+
+
+def migrations_conninfo(settings: DatabaseSettings) -> str:
+    """The direct connection string for migrations, with a token as password under Entra."""
+    if settings.db_auth != "entra":
+        return settings.migrations_conninfo
+    return make_conninfo(settings.migrations_conninfo, password=entra_password(settings)())

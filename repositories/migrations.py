@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -47,27 +50,36 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return migrations
 
 
-def _prepare(conn: psycopg.Connection[object], schema: str) -> None:
+@contextmanager
+def _in_schema(conn: psycopg.Connection[Any], schema: str) -> Iterator[None]:
+    """Run one transaction in `schema`, setting nothing for the session."""
+    # Nothing of the session: through a transaction pooler the next one may run elsewhere.
+    with conn.transaction():
+        set_search_path(conn, schema)
+        yield
+
+
+def _prepare(conn: psycopg.Connection[Any], schema: str) -> None:
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    set_search_path(conn, schema)
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    conn.commit()
+    with _in_schema(conn, schema):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
 
 
-def applied_versions(conn: psycopg.Connection[object]) -> list[int]:
+def applied_versions(conn: psycopg.Connection[Any]) -> list[int]:
     """Return the versions recorded in schema_migrations, ascending."""
     rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
-    return [int(row[0]) for row in rows]  # type: ignore[index]
+    return [int(row[0]) for row in rows]
 
 
-def _apply(conn: psycopg.Connection[object], migration: Migration, up: bool) -> None:
+def _apply(conn: psycopg.Connection[Any], schema: str, migration: Migration, up: bool) -> None:
     script = (migration.up if up else migration.down).read_text()
-    with translated("migrate", version=migration.version, up=up), conn.transaction():
-        # Take the lock inside the transaction so concurrent runners apply each version once.
+    with translated("migrate", version=migration.version, up=up), _in_schema(conn, schema):
+        # Take the lock inside the transaction so concurrent runners apply each version once;
+        # a transaction-scoped lock also holds through a transaction pooler.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('lightsout.migrations'))")
         present = migration.version in applied_versions(conn)
         if present == up:
@@ -88,21 +100,30 @@ def migrate(conninfo: str, schema: str = "lightsout", target: int | None = None)
     goal = len(migrations) if target is None else target
     if not 0 <= goal <= len(migrations):
         raise MigrationError(f"target must be between 0 and {len(migrations)}", target=target)
-    with translated("migrate", schema=schema), psycopg.connect(conninfo) as conn:
+    with translated("migrate", schema=schema), _connect(conninfo) as conn:
         _prepare(conn, schema)
-        current = applied_versions(conn)
+        with _in_schema(conn, schema):
+            current = applied_versions(conn)
         for migration in migrations:
             if migration.version <= goal and migration.version not in current:
-                _apply(conn, migration, up=True)
+                _apply(conn, schema, migration, up=True)
         for migration in reversed(migrations):
             if migration.version > goal and migration.version in current:
-                _apply(conn, migration, up=False)
-        return applied_versions(conn)
+                _apply(conn, schema, migration, up=False)
+        with _in_schema(conn, schema):
+            return applied_versions(conn)
 
 
 def status(conninfo: str, schema: str = "lightsout") -> tuple[list[int], list[int]]:
     """Return (applied, pending) versions."""
-    with translated("migration status", schema=schema), psycopg.connect(conninfo) as conn:
+    with translated("migration status", schema=schema), _connect(conninfo) as conn:
         _prepare(conn, schema)
-        applied = applied_versions(conn)
+        with _in_schema(conn, schema):
+            applied = applied_versions(conn)
     return applied, [m.version for m in discover() if m.version not in applied]
+
+
+def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    # Autocommit: each step is its own explicit transaction; no prepared statements, which
+    # a transaction pooler could not carry (migrations are meant for the direct port anyway).
+    return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -13,30 +10,43 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Self, get_args
+from typing import Self
 
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient
 
+from azstorage import (
+    ClientOptions,
+    ConnectionString,
+    MessageEncoding,
+    NotEncoded,
+    StorageConfigError,
+    StorageConnection,
+    decode_text,
+    load_host_json,
+    queue_client,
+    read_connection,
+    wire_size,
+    wire_text,
+)
 from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError, QueueUnavailable
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
 from schemas.settings import Settings
 
-MessageEncoding = Literal["base64", "none"]
-
 # The SDK defaults (20 s connect, 60 s read, 3 retries 15 s apart) make a call to a
-# stopped Azurite hang for about a minute; these fail it in about 2 s.
-CONNECT_TIMEOUT_S = 2
-READ_TIMEOUT_S = 10
-RETRIES = 2
-RETRY_BACKOFF_S = 1
+# stopped Azurite hang for about a minute; these fail it in about 2 s. One client per
+# thread, so a connection or two each.
+CLIENT_OPTIONS = ClientOptions(
+    retries=2, backoff_s=1, jitter_s=0, connect_timeout_s=2, read_timeout_s=10, pool_size=2
+)
 MAX_DELAY = timedelta(days=7)
 PEEK_MAX = 32
 
@@ -62,45 +72,18 @@ class PartialSend(QueueError):
 
 def read_message_encoding(host_json: Path) -> MessageEncoding:
     """Return host.json's extensions.queues.messageEncoding; base64 when unset."""
-    if not host_json.exists():
-        return "base64"
     try:
-        config = json.loads(host_json.read_text(encoding="utf-8"))
-        value = config.get("extensions", {}).get("queues", {}).get("messageEncoding", "base64")
-    except (ValueError, AttributeError) as exc:
-        raise ConfigurationError(f"{host_json}: not a valid host.json: {exc}") from exc
-    # The Functions host binds this setting to an enum, so any letter case works there.
-    encoding = str(value).lower()
-    if encoding not in get_args(MessageEncoding):
-        raise ConfigurationError(
-            f"{host_json}: extensions.queues.messageEncoding must be base64 or none, not {value!r}"
-        )
-    return encoding  # type: ignore[return-value]  # narrowed by the membership test above
-
-
-def wire_text(text: str, encoding: MessageEncoding) -> str:
-    """Return the message text as the queue service stores it."""
-    if encoding == "base64":
-        # The SDK's own policy, so the bytes are exactly what the Functions host decodes.
-        return TextBase64EncodePolicy().encode(text)
-    return text
-
-
-def wire_size(text: str, encoding: MessageEncoding) -> int:
-    """Return the bytes a message counts against the 64 KiB limit (base64 adds a third)."""
-    if encoding == "base64":
-        return 4 * math.ceil(len(text.encode("utf-8")) / 3)
-    return len(text.encode("utf-8"))
+        return load_host_json(host_json).extensions.queues.message_encoding
+    except StorageConfigError as exc:
+        raise ConfigurationError(str(exc)) from exc
 
 
 def decode_wire_text(wire: str, encoding: MessageEncoding) -> str:
     """Return the text of a message as read from the queue, or raise QueueError."""
-    if encoding == "none":
-        return wire
     try:
-        return base64.b64decode(wire.encode("ascii"), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeError) as exc:
-        raise QueueError(f"message is not base64 of UTF-8 text: {wire[:80]!r}") from exc
+        return decode_text(wire, encoding)
+    except NotEncoded as exc:
+        raise QueueError(f"message is {exc}: {wire[:80]!r}") from exc
 
 
 @contextmanager
@@ -112,6 +95,10 @@ def translated(action: str, **context: object) -> Iterator[None]:
         raise QueueUnavailable(f"{action}: queue service unreachable: {exc}", **context) from exc
     except ResourceNotFoundError as exc:
         raise QueueError(f"{action}: queue not found", **context) from exc
+    except ClientAuthenticationError as exc:
+        # A credential that cannot get a token says why in its message, not in a code.
+        reason = (exc.message or str(exc)).splitlines()[0]
+        raise QueueError(f"{action}: not authenticated: {reason}", **context) from exc
     except HttpResponseError as exc:
         raise _http_error(action, exc, context) from exc
     except AzureError as exc:
@@ -151,7 +138,7 @@ class QueueRepository:
 
     def __init__(
         self,
-        connection_string: str,
+        connection: StorageConnection | str,
         jobs_queue: str,
         tasks_queue: str,
         encoding: MessageEncoding = "base64",
@@ -161,7 +148,10 @@ class QueueRepository:
         self.jobs_poison_queue = f"{jobs_queue}-poison"
         self.tasks_poison_queue = f"{tasks_queue}-poison"
         self.encoding: MessageEncoding = encoding
-        self._connection_string = connection_string
+        # A plain string is a connection string (tests, tools); settings give either kind.
+        self._connection = (
+            ConnectionString(connection) if isinstance(connection, str) else connection
+        )
         self._max_workers = max_workers
         self._local = _ThreadClients()
         self._all_clients: list[QueueClient] = []
@@ -171,7 +161,11 @@ class QueueRepository:
 
     @classmethod
     def from_settings(cls, settings: Settings, encoding: MessageEncoding = "base64") -> Self:
-        return cls(settings.storage_connection, settings.jobs_queue, settings.tasks_queue, encoding)
+        try:
+            connection = read_connection("AzureWebJobsStorage", settings.storage_settings)
+        except StorageConfigError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        return cls(connection, settings.jobs_queue, settings.tasks_queue, encoding)
 
     @property
     def queues(self) -> tuple[str, str, str, str]:
@@ -327,19 +321,9 @@ class QueueRepository:
 
     def _new_client(self, queue: str) -> QueueClient:
         try:
-            # No encode policy: the text is encoded once, by wire_text, so the size
-            # checked is the size sent.
-            return QueueClient.from_connection_string(
-                self._connection_string,
-                queue,
-                retry_policy=LinearRetry(
-                    backoff=RETRY_BACKOFF_S, retry_total=RETRIES, random_jitter_range=0
-                ),
-                connection_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid storage connection string: {exc}") from exc
+            return queue_client(self._connection, queue, CLIENT_OPTIONS)
+        except StorageConfigError as exc:
+            raise ConfigurationError(str(exc)) from exc
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

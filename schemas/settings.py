@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.exceptions import ConfigurationError
@@ -33,8 +40,20 @@ class DatabaseSettings(BaseSettings):
     )
     pool_min_size: int = Field(default=1, ge=0, validation_alias="LIGHTSOUT_POOL_MIN_SIZE")
     pool_max_size: int = Field(default=10, ge=1, validation_alias="LIGHTSOUT_POOL_MAX_SIZE")
+    # Connections through a transaction pooler (PgBouncer, Azure's port 6432) and past it.
+    migrations_database_url: str | None = Field(
+        default=None, validation_alias="LIGHTSOUT_MIGRATIONS_DATABASE_URL"
+    )
+    db_pooler: Literal["auto", "transaction", "none"] = Field(
+        default="auto", validation_alias="LIGHTSOUT_DB_POOLER"
+    )
+    # Microsoft Entra tokens as the PostgreSQL password.
+    db_auth: Literal["password", "entra"] = Field(
+        default="password", validation_alias="LIGHTSOUT_DB_AUTH"
+    )
+    db_client_id: str | None = Field(default=None, validation_alias="LIGHTSOUT_DB_CLIENT_ID")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrations_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -63,12 +82,34 @@ class DatabaseSettings(BaseSettings):
         }
         return " ".join(f"{k}={v}" for k, v in parts.items() if v)
 
+    @property
+    def migrations_conninfo(self) -> str:
+        """Return the direct connection migrations take (the pooler's port is not for them)."""
+        return self.migrations_database_url or self.conninfo
+
 
 class Settings(DatabaseSettings):
     """Every setting the app reads, from the environment (the Functions app settings)."""
 
-    storage_connection: str = Field(
-        validation_alias=AliasChoices("AzureWebJobsStorage", "AZUREWEBJOBSSTORAGE"), min_length=1
+    # Storage: a connection string, or the identity-based connection the Functions host
+    # reads from the same names (azstorage.connection reads them; this checks one is given).
+    storage_account_name: str | None = Field(
+        default=None, validation_alias="AzureWebJobsStorage__accountName"
+    )
+    storage_queue_service_uri: str | None = Field(
+        default=None, validation_alias="AzureWebJobsStorage__queueServiceUri"
+    )
+    storage_credential: str | None = Field(
+        default=None, validation_alias="AzureWebJobsStorage__credential"
+    )
+    storage_client_id: str | None = Field(
+        default=None, validation_alias="AzureWebJobsStorage__clientId"
+    )
+    # Last of the block: its check reads the fields above (validate_default runs it when unset).
+    storage_connection: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage", "AZUREWEBJOBSSTORAGE"),
+        validate_default=True,
     )
     jobs_queue: QueueName = Field(default="lightsout-jobs", validation_alias="LIGHTSOUT_JOBS_QUEUE")
     tasks_queue: QueueName = Field(
@@ -89,11 +130,37 @@ class Settings(DatabaseSettings):
         default="*/10 * * * * *", validation_alias="LIGHTSOUT_JANITOR_SCHEDULE"
     )
 
+    @field_validator("storage_connection")
+    @classmethod
+    def _storage_given(cls, value: str | None, info: ValidationInfo) -> str | None:
+        identity = info.data.get("storage_account_name") or info.data.get(
+            "storage_queue_service_uri"
+        )
+        if not (value or identity):
+            raise ValueError(
+                "set AzureWebJobsStorage to a storage connection string, or"
+                " AzureWebJobsStorage__accountName or AzureWebJobsStorage__queueServiceUri"
+                " to connect with an identity"
+            )
+        return value
+
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:
         if self.heartbeat_s * 2 > self.task_lease_s:
             raise ValueError("LIGHTSOUT_TASK_LEASE_S must be at least twice LIGHTSOUT_HEARTBEAT_S")
         return self
+
+    @property
+    def storage_settings(self) -> dict[str, str]:
+        """The storage settings that are set, by their app-setting names."""
+        names = {
+            "AzureWebJobsStorage": self.storage_connection,
+            "AzureWebJobsStorage__accountName": self.storage_account_name,
+            "AzureWebJobsStorage__queueServiceUri": self.storage_queue_service_uri,
+            "AzureWebJobsStorage__credential": self.storage_credential,
+            "AzureWebJobsStorage__clientId": self.storage_client_id,
+        }
+        return {name: value for name, value in names.items() if value}
 
     @property
     def jobs_poison_queue(self) -> str:

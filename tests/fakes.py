@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from azstorage import wire_size
 from controllers.engine import Engine, parse_message
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from repositories.jobs import Advance
 from repositories.paging import Page, decode_cursor, encode_cursor
-from repositories.queues import wire_size
 from repositories.tasks import Finish, NewTask
 from schemas.exceptions import Conflict, DatabaseError, MessageTooLarge, NotFound
 from schemas.ids import JOB_ID_PATTERN, JobId, TaskId, make_task_id

@@ -5,6 +5,7 @@ A fixture that cannot get its service errors with the reason; it never skips.
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import threading
@@ -20,6 +21,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from lightsout.devidentity import OAuthAzurite, TokenEndpoint, start_oauth_azurite
 from lightsout.devservices import (
     AzuriteService,
     ClusterPostgres,
@@ -29,12 +31,23 @@ from lightsout.devservices import (
     start_azurite,
     start_cluster,
 )
+from lightsout.pgbouncer import PgBouncer, start_pgbouncer
 
 RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
 SCHEMA = "lightsout"
 SERVICE_FIXTURES = frozenset(
-    {"pg_service", "azurite_service", "private_postgres", "private_azurite"}
+    {
+        "pg_service",
+        "azurite_service",
+        "private_postgres",
+        "private_azurite",
+        "pgbouncer",
+        "oauth_azurite",
+    }
 )
+# LIGHTSOUT_TEST_POOLER=pgbouncer: the app's settings (settings_env) reach the database
+# through a PgBouncer in transaction mode; migrations and the tests' own queries go direct.
+TEST_POOLERS = ("", "pgbouncer")
 
 
 @dataclass(frozen=True)
@@ -165,7 +178,11 @@ def queue_names() -> QueueNames:
 
 @pytest.fixture
 def settings_env(
-    monkeypatch: pytest.MonkeyPatch, database_url: str, azurite: str, queue_names: QueueNames
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    azurite: str,
+    queue_names: QueueNames,
 ) -> dict[str, str]:
     """Set the app settings of this test in os.environ and return them."""
     env = {
@@ -175,6 +192,8 @@ def settings_env(
         "LIGHTSOUT_TASKS_QUEUE": queue_names.tasks,
         "LIGHTSOUT_SCHEMA": SCHEMA,
     }
+    if pooler_under_test() == "pgbouncer":
+        env.update(through_pgbouncer(request.getfixturevalue("pgbouncer"), database_url))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -194,3 +213,44 @@ def private_azurite() -> Iterator[AzuriteService]:
     service = start_azurite(RUN_DIR)
     yield service
     service.stop()
+
+
+def pooler_under_test() -> str:
+    """LIGHTSOUT_TEST_POOLER: empty (direct connections) or `pgbouncer`."""
+    value = os.environ.get("LIGHTSOUT_TEST_POOLER", "")
+    if value not in TEST_POOLERS:
+        raise pytest.UsageError(f"LIGHTSOUT_TEST_POOLER must be one of {TEST_POOLERS}: {value!r}")
+    return value
+
+
+def through_pgbouncer(bouncer: PgBouncer, database_url: str) -> dict[str, str]:
+    """The settings of an app that reaches `database_url` through PgBouncer."""
+    return {
+        "DATABASE_URL": bouncer.url(database_url),
+        "LIGHTSOUT_MIGRATIONS_DATABASE_URL": database_url,
+        "LIGHTSOUT_DB_POOLER": "transaction",
+    }
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_service: PostgresService) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode (5 server connections per database) before pg_service."""
+    bouncer = start_pgbouncer(RUN_DIR, pg_service.dsn, pool_size=5)
+    yield bouncer
+    bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_azurite() -> Iterator[OAuthAzurite]:
+    """An Azurite taking only what an identity brings: bearer tokens, over HTTPS."""
+    service = start_oauth_azurite(RUN_DIR)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    """A managed-identity token endpoint of this test alone, on 127.0.0.1."""
+    endpoint = TokenEndpoint().start()
+    yield endpoint
+    endpoint.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from azstorage import UndecodedMessage
 from controllers.outages import while_unavailable
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from triggers.runtime import runtime
@@ -30,11 +31,18 @@ def _record(
     msg: func.QueueMessage, queue: str, model: type[JobQueueMessage] | type[TaskQueueMessage]
 ) -> None:
     body = msg.get_body().decode("utf-8", errors="replace")
+    message_id, count, rt = msg.id or "", msg.dequeue_count or 0, runtime()
+    if isinstance(msg, UndecodedMessage):
+        # Not in host.json's encoding (only the local host hands these over): nothing in
+        # the text can be trusted to name a job, so it is recorded and nothing is failed.
+        reason = f"{msg.reason}; moved here unread"
+        while_unavailable(
+            lambda: rt.poison.record(queue, message_id, body, count, reason),
+            rt.settings.dependency_wait_s,
+        )
+        return
     reason = "every delivery failed (maxDequeueCount reached)"
-    rt = runtime()
     while_unavailable(
-        lambda: rt.engine.record_poison(
-            queue, msg.id or "", body, msg.dequeue_count or 0, reason, model
-        ),
+        lambda: rt.engine.record_poison(queue, message_id, body, count, reason, model),
         rt.settings.dependency_wait_s,
     )

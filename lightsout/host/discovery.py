@@ -15,8 +15,9 @@ from typing import Any
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
+from azstorage import StorageConnection
 from lightsout.host.errors import HostConfigError
-from lightsout.host.settings import connection_string, resolve
+from lightsout.host.settings import resolve, storage_connection
 
 APP_MODULE = "function_app"
 # Azure queue names: 3-63 lowercase letters, digits and single hyphens, no hyphen at an end.
@@ -43,7 +44,7 @@ class HttpFunction(FunctionSpec):
 @dataclass(frozen=True)
 class QueueFunction(FunctionSpec):
     queue_name: str
-    connection: str
+    connection: StorageConnection
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _describe(fn: Any, environ: Mapping[str, str], app_dir: Path) -> AnyFunction
         queue = resolve(trigger.queue_name or "", environ, f"{where} queue_name")
         if not _QUEUE_NAME.match(queue):
             raise HostConfigError(f"{where}: {queue!r} is not a valid queue name")
-        conn = connection_string(trigger.connection, environ, where)
+        conn = storage_connection(trigger.connection, environ, where)
         return QueueFunction(**common, queue_name=queue, connection=conn)
     if trigger.type == "timerTrigger":
         schedule = resolve(trigger.schedule or "", environ, f"{where} schedule")

@@ -6,22 +6,27 @@ import functools
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
+from azstorage import POISON_SUFFIX, ClientOptions, ensure_queue, queue_client
 from lightsout.host.backoff import Backoff
 from lightsout.host.discovery import QueueFunction
 from lightsout.host.hostjson import MAX_BATCH_SIZE, QueuesOptions
 from lightsout.host.invoke import Invoker
 from lightsout.host.queue_messages import Lease, MessageHandler
-from lightsout.host.storage import ensure_queue, poison_client, queue_client
 from lightsout.host.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 MIN_POLL_SECONDS = 0.1
 DEFAULT_LEASE = timedelta(minutes=10)  # the Functions host's own visibility while running
+# Few, short retries: the poll loop has its own back-off and must notice a stop soon.
+CLIENT_OPTIONS = ClientOptions(
+    retries=1, backoff_s=1, jitter_s=1, connect_timeout_s=10, read_timeout_s=30, pool_size=4
+)
 
 
 class QueueListener:
@@ -44,8 +49,9 @@ class QueueListener:
         self.capacity = concurrency or options.batch_size + options.batch_threshold
         self.function_timeout = function_timeout
         # Every worker may delete or update at once, besides the poll and the lease watcher.
-        self.queue: QueueClient = queue_client(spec.connection, spec.queue_name, self.capacity + 2)
-        poison = poison_client(spec.connection, spec.queue_name)
+        pooled = replace(CLIENT_OPTIONS, pool_size=self.capacity + 2)
+        self.queue: QueueClient = queue_client(spec.connection, spec.queue_name, pooled)
+        poison = queue_client(spec.connection, f"{spec.queue_name}{POISON_SUFFIX}", CLIENT_OPTIONS)
         self.handler = MessageHandler(spec, options, invoker, self.queue, poison, lease_time)
         self._leases: set[Lease] = set()
         self._changed = threading.Condition()

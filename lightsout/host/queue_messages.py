@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage
 
+from azstorage import POISON_SUFFIX, NotEncoded, UndecodedMessage, decode_body, ensure_queue
 from lightsout.host.discovery import QueueFunction
 from lightsout.host.hostjson import QueuesOptions
 from lightsout.host.invoke import Invoker
-from lightsout.host.storage import ensure_queue
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +44,27 @@ class Lease:
 _Action = Callable[[Lease], None]
 
 
-def decode_body(raw: str, encoding: str) -> bytes | None:
-    """The message body as the function sees it; None when base64 text is not base64."""
-    if encoding == "none":
-        return raw.encode("utf-8")
-    try:
-        return base64.b64decode("".join(raw.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return None
+def function_message(
+    lease: Lease, body: bytes, undecoded: NotEncoded | None = None
+) -> FunctionQueueMessage:
+    """The azure.functions QueueMessage the Python worker would build for this message.
 
-
-def function_message(lease: Lease, body: bytes) -> FunctionQueueMessage:
-    """The azure.functions QueueMessage the Python worker would build for this message."""
+    With `undecoded`, the body is the stored text and the message says why (see
+    azstorage.UndecodedMessage): only for a poison queue's message that is not decodable.
+    """
     m = lease.message
-    return FunctionQueueMessage(  # type: ignore[no-untyped-call]
-        id=m.id,
-        body=body,
-        dequeue_count=m.dequeue_count,
-        insertion_time=m.inserted_on,
-        expiration_time=m.expires_on,
-        time_next_visible=m.next_visible_on,
-        pop_receipt=lease.pop_receipt,
-    )
+    fields: dict[str, Any] = {
+        "id": m.id,
+        "body": body,
+        "dequeue_count": m.dequeue_count,
+        "insertion_time": m.inserted_on,
+        "expiration_time": m.expires_on,
+        "time_next_visible": m.next_visible_on,
+        "pop_receipt": lease.pop_receipt,
+    }
+    if undecoded is not None:
+        return UndecodedMessage(reason=str(undecoded), **fields)
+    return FunctionQueueMessage(**fields)  # type: ignore[no-untyped-call]
 
 
 class MessageHandler:
@@ -91,21 +89,13 @@ class MessageHandler:
 
     def handle(self, lease: Lease) -> None:
         """Invoke the function for a leased message and settle the message by the outcome."""
-        body = decode_body(lease.raw, self.options.message_encoding)
-        refusal = self._refusal(lease, body)
-        if refusal is not None or body is None:
-            log.error(
-                "message %s on '%s' %s: moved to the poison queue without calling '%s'",
-                lease.message.id,
-                self.spec.queue_name,
-                refusal,
-                self.spec.name,
-            )
+        message = self._function_message(lease)
+        if message is None:
             self._settle(lease, self._move_to_poison)
             return
         lease.started = time.monotonic()
         try:
-            self.invoker.call(self.spec, function_message(lease, body))
+            self.invoker.call(self.spec, message)
         except Exception:
             action = self._fail
         else:
@@ -118,15 +108,39 @@ class MessageHandler:
                 lease.message.id,
             )
 
-    def _refusal(self, lease: Lease, body: bytes | None) -> str | None:
-        """Why the message goes to the poison queue as it is, like the Functions host does."""
-        if body is None:
-            return "is not base64 (host.json messageEncoding)"
+    def _function_message(self, lease: Lease) -> FunctionQueueMessage | None:
+        """The message to call the function with; None when it goes to the poison queue as is."""
         # Delivered more often than allowed without a failure being recorded: the
         # process handling it died each time (or a lease ran out). Do not try again.
         if (lease.message.dequeue_count or 0) > self.options.max_dequeue_count:
-            return f"was dequeued {lease.message.dequeue_count} times"
-        return None
+            self._log_refusal(lease, f"was dequeued {lease.message.dequeue_count} times")
+            return None
+        try:
+            return function_message(lease, decode_body(lease.raw, self.options.message_encoding))
+        except NotEncoded as exc:
+            if not self.spec.queue_name.endswith(POISON_SUFFIX):
+                # Like the Functions host: moved to the poison queue unread, as it is stored.
+                self._log_refusal(lease, f"is {exc}")
+                return None
+            # The Functions host would move it on to `<queue>-poison-poison`, where no
+            # function reads it; the poison queue's function records it instead.
+            log.error(
+                "message %s on '%s' is %s: handed to '%s' as stored",
+                lease.message.id,
+                self.spec.queue_name,
+                exc,
+                self.spec.name,
+            )
+            return function_message(lease, lease.raw.encode("utf-8"), exc)
+
+    def _log_refusal(self, lease: Lease, why: str) -> None:
+        log.error(
+            "message %s on '%s' %s: moved to the poison queue without calling '%s'",
+            lease.message.id,
+            self.spec.queue_name,
+            why,
+            self.spec.name,
+        )
 
     def renew(self, lease: Lease) -> None:
         """Extend the lease of a message whose function is still running."""

@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from azstorage import IdentityConnection, StorageConfigError, StorageConnection
 from lightsout.host.banner import banner
 from lightsout.host.discovery import (
     AnyFunction,
@@ -69,6 +71,7 @@ class Host:
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
         functions = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        functions = _sign_in(functions)
         self._build(functions)
         for listener in self.listeners:
             listener.start()
@@ -89,18 +92,21 @@ class Host:
         self.timers = [
             TimerRunner(f, self.invoker) for f in functions if isinstance(f, TimerFunction)
         ]
-        self.listeners = [
-            QueueListener(
-                f,
-                queues,
-                self.invoker,
-                concurrency=self.concurrency,
-                lease_time=self.lease_time,
-                function_timeout=self.config.function_timeout,
-            )
-            for f in functions
-            if isinstance(f, QueueFunction)
-        ]
+        try:
+            self.listeners = [
+                QueueListener(
+                    f,
+                    queues,
+                    self.invoker,
+                    concurrency=self.concurrency,
+                    lease_time=self.lease_time,
+                    function_timeout=self.config.function_timeout,
+                )
+                for f in functions
+                if isinstance(f, QueueFunction)
+            ]
+        except StorageConfigError as exc:
+            raise HostConfigError(str(exc)) from exc
         http = [f for f in functions if isinstance(f, HttpFunction)]
         router = Router(
             self.config.extensions.http.route_prefix, [(f.route, f.methods, f) for f in http]
@@ -150,6 +156,28 @@ class Host:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _sign_in(functions: list[AnyFunction]) -> list[AnyFunction]:
+    """Get a token for each identity-based connection now: a failure stops the start, named.
+
+    The Functions host stops the same way when its identity cannot sign in. Functions
+    on the same connection get one connection object, so they share its token.
+    """
+    shared: dict[StorageConnection, StorageConnection] = {}
+    functions = [
+        replace(f, connection=shared.setdefault(f.connection, f.connection))
+        if isinstance(f, QueueFunction)
+        else f
+        for f in functions
+    ]
+    for connection in shared.values():
+        if isinstance(connection, IdentityConnection):
+            try:
+                connection.check()
+            except StorageConfigError as exc:
+                raise HostConfigError(str(exc)) from exc
+    return functions
 
 
 def _left(deadline: float) -> float:

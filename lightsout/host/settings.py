@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from azstorage import StorageConfigError, StorageConnection, read_connection
 from lightsout.host.errors import HostConfigError
 
 LOCAL_SETTINGS = "local.settings.json"
@@ -56,14 +57,11 @@ def resolve(value: str, environ: Mapping[str, str], where: str) -> str:
     return _EXPRESSION.sub(lookup, value)
 
 
-def connection_string(name: str | None, environ: Mapping[str, str], where: str) -> str:
-    """Find the storage connection string a binding's `connection` names."""
-    setting = name or "AzureWebJobsStorage"
-    # Like the Functions host: "MyStorage" may also mean the setting "AzureWebJobsMyStorage".
-    for key in (setting, f"AzureWebJobs{setting}"):
-        if environ.get(key):
-            return environ[key]
-    raise HostConfigError(
-        f"{where} uses connection {setting!r}, but no app setting {setting!r} holds a "
-        "storage connection string (identity-based connections are not supported locally)"
-    )
+def storage_connection(
+    name: str | None, environ: Mapping[str, str], where: str
+) -> StorageConnection:
+    """Read the storage connection a binding's `connection` names, as the Functions host does."""
+    try:
+        return read_connection(name or "AzureWebJobsStorage", environ)
+    except StorageConfigError as exc:
+        raise HostConfigError(f"{where}: {exc}") from exc

@@ -144,3 +144,11 @@ def peek(connection: str, queue: str) -> list[str]:
         return [str(m.content) for m in client.peek_messages(max_messages=32)]
     except ResourceNotFoundError:
         return []
+
+
+def queue_exists(connection: str, queue: str) -> bool:
+    try:
+        QueueClient.from_connection_string(connection, queue).get_queue_properties()
+    except ResourceNotFoundError:
+        return False
+    return True

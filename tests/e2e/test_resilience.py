@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import StartHosts
-from tests.e2e.hosts import finished, peek, rows, send_raw, wait_for
+from tests.e2e.hosts import finished, peek, queue_exists, rows, send_raw, wait_for
 from tests.fixtures_services import QueueNames
 
 pytestmark = pytest.mark.e2e
@@ -31,15 +31,22 @@ def test_malformed_task_messages_end_in_the_poison_path_and_the_host_keeps_worki
     ]
     assert recorded[0]["reason"].startswith("malformed TaskQueueMessage: job_id: ")
     assert "64 lowercase hexadecimal" in recorded[0]["reason"]
-    # A message the host cannot decode reaches no function: the host moves it to the poison
-    # queue unread (as the Functions host does), and the janitor records it from there.
+    # A message the host cannot decode reaches no task function: the host moves it to the
+    # poison queue unread (as the Functions host does), whose trigger records it at once.
     (undecodable,) = wait_for(
         lambda: rows(database_url, "SELECT * FROM poison_messages WHERE body = %s", not_base64),
         timeout=30,
         what="the non-base64 message's poison record",
     )
-    assert undecodable["queue_name"].startswith(queue_names.tasks)
-    assert "base64" in undecodable["reason"]
+    assert (undecodable["queue_name"], undecodable["job_id"], undecodable["task_ids"]) == (
+        queue_names.tasks_poison,
+        None,
+        [],
+    )
+    assert undecodable["reason"] == (
+        "not base64 as host.json messageEncoding says; moved here unread"
+    )
+    assert not queue_exists(azurite, f"{queue_names.tasks_poison}-poison")
     assert not_base64 not in peek(azurite, queue_names.tasks)
     assert "is not base64" in host.log
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from azstorage import ensure_queue
 from lightsout.host import Host
-from lightsout.host.storage import ensure_queue
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
 Json = dict[str, Any]
@@ -33,12 +34,14 @@ class SampleApp:
         self.connection = connection
         prefix = f"h{secrets.token_hex(4)}"
         self.work_queue, self.async_queue = f"{prefix}-work", f"{prefix}-async"
+        self.inbox_queue = f"{prefix}-inbox"
         shutil.copytree(SAMPLE_APP, self.dir, ignore=shutil.ignore_patterns("__pycache__"))
         self.records.mkdir()
         self.write_settings(
             {
                 "SAMPLE_WORK_QUEUE": self.work_queue,
                 "SAMPLE_ASYNC_QUEUE": self.async_queue,
+                "SAMPLE_INBOX_QUEUE": self.inbox_queue,
                 "SAMPLE_RECORD_DIR": str(self.records),
                 "AzureWebJobsStorage": connection,
             }
@@ -77,6 +80,13 @@ class SampleApp:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def exists(self, queue_name: str) -> bool:
+        try:
+            self.queue(queue_name).get_queue_properties()
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def peek_all(self, queue_name: str) -> list[str]:
         """Texts of the visible messages (up to 32)."""
@@ -121,6 +131,7 @@ def sample_app(
         "AzureWebJobsStorage",
         "SAMPLE_WORK_QUEUE",
         "SAMPLE_ASYNC_QUEUE",
+        "SAMPLE_INBOX_QUEUE",
         "SAMPLE_RECORD_DIR",
     ):
         monkeypatch.delenv(key, raising=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from azstorage import ConnectionString
 from lightsout.host import (
     Host,
     HostConfigError,
@@ -121,6 +122,7 @@ def test_discover_sample_app(sample_app: SampleApp) -> None:
     env = {
         "SAMPLE_WORK_QUEUE": "w-queue",
         "SAMPLE_ASYNC_QUEUE": "a-queue",
+        "SAMPLE_INBOX_QUEUE": "i-queue",
         "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     }
     functions = {f.name: f for f in discover(load_app(sample_app.dir), env, sample_app.dir)}
@@ -130,7 +132,7 @@ def test_discover_sample_app(sample_app: SampleApp) -> None:
     assert isinstance(functions["boom"], HttpFunction) and functions["boom"].methods is None
     assert isinstance(work, QueueFunction)
     assert (work.queue_name, work.arg_name) == ("w-queue", "msg")
-    assert work.connection == "UseDevelopmentStorage=true"
+    assert work.connection == ConnectionString("UseDevelopmentStorage=true")
     assert isinstance(tick, TimerFunction)
     assert (tick.schedule, tick.run_on_startup) == ("*/1 * * * * *", True)
     assert functions["with_context"].wants_context

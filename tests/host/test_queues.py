@@ -57,6 +57,26 @@ def test_non_base64_message_goes_to_poison_without_calling_the_function(
     assert sample_app.read("work") == []
 
 
+def test_undecodable_message_reaches_the_poison_function_as_stored(
+    sample_app: SampleApp, start_host: Callable[..., Host]
+) -> None:
+    start_host()
+    poison = f"{sample_app.inbox_queue}-poison"
+    sample_app.send(sample_app.inbox_queue, "not base64 at all!", encode=False)
+    sample_app.send(poison, "a decodable poison message")
+    wait_for(lambda: len(sample_app.read("inbox_poison")) == 2, message="two poison calls")
+    by_body = {r["body"]: r for r in sample_app.read("inbox_poison")}
+    # Moved unread from the inbox, then handed over as stored, saying why.
+    undecoded = by_body["not base64 at all!"]
+    assert (undecoded["kind"], undecoded["dequeue_count"]) == ("UndecodedMessage", 1)
+    assert undecoded["reason"] == "not base64 as host.json messageEncoding says"
+    decoded = by_body["a decodable poison message"]
+    assert (decoded["kind"], decoded["reason"]) == ("QueueMessage", None)
+    assert sample_app.read("inbox") == []
+    wait_for(lambda: sample_app.peek_all(poison) == [], message="the poison queue to be empty")
+    assert not sample_app.exists(f"{poison}-poison")  # no second poison queue is invented
+
+
 def test_message_encoding_none_passes_the_text_as_it_is(
     sample_app: SampleApp, start_host: Callable[..., Host]
 ) -> None:

@@ -29,6 +29,7 @@ def test_host_starts_without_storage_and_resumes_when_it_comes(
         {
             "SAMPLE_WORK_QUEUE": sample_app.work_queue,
             "SAMPLE_ASYNC_QUEUE": sample_app.async_queue,
+            "SAMPLE_INBOX_QUEUE": sample_app.inbox_queue,
             "SAMPLE_RECORD_DIR": str(sample_app.records),
             "AzureWebJobsStorage": sample_app.connection,
         }

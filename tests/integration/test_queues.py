@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+from azstorage import wire_size
 from lightsout.devservices import azurite_connection_string, free_port, queue_endpoint
-from repositories.queues import PartialSend, QueueRepository, wire_size
+from repositories.queues import PartialSend, QueueRepository
 from schemas.exceptions import MessageTooLarge, QueueUnavailable
 from schemas.ids import JobId, make_task_id
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage

@@ -12,15 +12,13 @@ from azure.storage.queue import TextBase64EncodePolicy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from azstorage import MessageEncoding, wire_size, wire_text
 from lightsout.devservices import azurite_connection_string, free_port
 from repositories.queues import (
-    MessageEncoding,
     QueueRepository,
     decode_wire_text,
     read_message_encoding,
     visibility_seconds,
-    wire_size,
-    wire_text,
 )
 from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError
 from schemas.ids import JobId, make_task_id

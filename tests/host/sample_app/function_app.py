@@ -115,6 +115,27 @@ def work(msg: func.QueueMessage) -> None:
 
 
 @app.queue_trigger(
+    arg_name="msg", queue_name="%SAMPLE_INBOX_QUEUE%", connection="AzureWebJobsStorage"
+)
+def inbox(msg: func.QueueMessage) -> None:
+    record("inbox", body=msg.get_body().decode())
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%SAMPLE_INBOX_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
+def inbox_poison(msg: func.QueueMessage) -> None:
+    """A poison queue's function; the local host says why when it could not decode one."""
+    record(
+        "inbox_poison",
+        body=msg.get_body().decode(errors="replace"),
+        kind=type(msg).__name__,
+        reason=getattr(msg, "reason", None),
+        dequeue_count=msg.dequeue_count,
+    )
+
+
+@app.queue_trigger(
     arg_name="message", queue_name="%SAMPLE_ASYNC_QUEUE%", connection="AzureWebJobsStorage"
 )
 async def async_work(message: func.QueueMessage) -> None:
