@@ -20,9 +20,10 @@ from psycopg import sql
 from repositories.db import open_pool
 from repositories.jobs import JobRepository
 from repositories.migrations import migrate
-from repositories.tasks import NewTask, TaskRepository
+from repositories.tasks import TaskRepository
 from schemas.ids import JobId
 from schemas.settings import Settings
+from schemas.work import NewTask
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -25,11 +25,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from schemas.ids import JobId, TaskId
+from schemas.records import Json as Json  # job types take it from here
 from schemas.results import StageResultContract
 from schemas.status import StageStatus
 
 P = TypeVar("P", bound=BaseModel)
-Json = dict[str, Any]
 ResultPages = Callable[[], Iterator[list[tuple[int, Json | None]]]]
 ProgressSink = Callable[[float, str], None]
 

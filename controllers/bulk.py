@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from controllers.ports import OperatorStore
 from controllers.recovery import Recovery
-from repositories.operator import OperatorRepository
 from schemas.exceptions import Conflict, JobTypeError, NotFound
 from schemas.operator import JobState
 from schemas.status import JobStatus
@@ -18,7 +18,7 @@ UNFINISHED = (JobStatus.QUEUED, JobStatus.PROCESSING)
 @dataclass
 class BulkActions:
     recovery: Recovery
-    repo: OperatorRepository
+    repo: OperatorStore
 
     def cancel(self, job_type: str | None, status: JobStatus | None, actor: str) -> tuple[int, int]:
         """Cancel the unfinished jobs that match; return (matched, cancelled)."""

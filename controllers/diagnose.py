@@ -6,10 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from controllers.ports import JobStore, OperatorStore
 from controllers.recovery import Timings
 from controllers.registry import Registry
-from repositories.jobs import JobRepository
-from repositories.operator import OperatorRepository
 from schemas.ids import JobId
 from schemas.operator import DiagnoseState, Diagnosis, Evidence, StageCounters
 from schemas.records import JobRecord
@@ -44,8 +43,8 @@ class Case:
 
 @dataclass
 class Diagnoser:
-    jobs: JobRepository
-    repo: OperatorRepository
+    jobs: JobStore
+    repo: OperatorStore
     registry: Registry
     timings: Timings
     heartbeat: timedelta = timedelta(seconds=10)

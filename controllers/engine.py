@@ -26,7 +26,6 @@ from schemas.records import JobRecord, TaskError
 from schemas.status import JobStatus
 
 log = logging.getLogger(__name__)
-STALL_GRACE = timedelta(seconds=30)
 
 
 def default_worker_name() -> str:
@@ -51,9 +50,13 @@ class Engine:
     task_concurrency: int = 8
     heartbeat_s: float = 10.0
     outage_wait_s: float = 120.0
+    dispatch_lease_s: float = 60.0
 
     def __post_init__(self) -> None:
-        self.driver = StageDriver(self.jobs, self.tasks, self.bus, self.registry)
+        lease = timedelta(seconds=self.dispatch_lease_s)
+        self.driver = StageDriver(
+            self.jobs, self.tasks, self.bus, self.registry, self.worker, lease
+        )
         self.runner = TaskRunner(
             self.jobs,
             self.tasks,
@@ -146,22 +149,22 @@ class Engine:
         for task_id in msg.task_ids:
             last |= self.tasks.fail_unclaimed(task_id, error, "poison", reason).is_last_task
         if last:
-            self.driver.finish_stage(msg.job_id, msg.stage, actor="poison")
+            self.driver.leave_stage(msg.job_id, msg.stage, actor="poison")
 
     def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]:
         """Cancel an unfinished job; its queued tasks will find nothing to claim."""
         return self.jobs.cancel(job_id, actor, reason)
 
-    def repair_stalled_stages(self, grace: timedelta = STALL_GRACE) -> list[tuple[JobId, int]]:
+    def repair_stalled_stages(self, grace: timedelta) -> list[tuple[JobId, int]]:
         """Leave every stage whose last task ended without the stage advancing.
 
         Returns the stages this call moved on (another janitor may have moved the rest).
         """
         repaired = []
-        for job_id, stage in self.jobs.stalled_stages(grace):
-            if self.driver.finish_stage(job_id, stage, actor="janitor"):
-                log.warning("stage %d of job %s had ended but never advanced", stage, job_id)
-                repaired.append((job_id, stage))
+        for ref in self.jobs.stalled_stages(grace):
+            if self.driver.leave_stage(ref.job_id, ref.stage, actor="janitor"):
+                log.warning("stage %d of job %s ended but never advanced", ref.stage, ref.job_id)
+                repaired.append((ref.job_id, ref.stage))
         return repaired
 
     def controller_of(self, job_id: JobId) -> BaseController[Any]:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from controllers.engine import Engine
-from repositories.operator import OperatorRepository
+from controllers.ports import OperatorStore
 from schemas.exceptions import QueueError
 from schemas.operator import JobTypePause, Resumed
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Pauses:
     engine: Engine
-    repo: OperatorRepository
+    repo: OperatorStore
 
     def pause(self, job_type: str, actor: str, reason: str | None = None) -> JobTypePause:
         """Pause a job type (again: a no-op); return the pause in force."""

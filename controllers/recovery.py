@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from controllers.engine import Engine
-from controllers.stages import task_messages
+from controllers.ports import JanitorQueues, PoisonReplays, RecoveryStore
+from controllers.stages import send_and_mark, task_messages
 from controllers.worker import backoff
-from repositories.poison import PoisonRepository
-from repositories.queues import PEEK_MAX, QueueRepository
-from repositories.recovery import RecoveryRepository, Unsent
-from schemas.exceptions import Conflict, JobTypeError
+from schemas.exceptions import Conflict, DatabaseError, JobTypeError, QueueError
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage
+from schemas.records import UnsentTask
 
 log = logging.getLogger(__name__)
+PEEK_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class Timings:
     lease: timedelta = timedelta(seconds=60)
     sweep_grace: timedelta = timedelta(seconds=15)
     stall: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much one janitor run reopens: a draining backlog must not be re-sent whole."""
+
+    reopen_per_run: int = 1000
+    reopen_per_stage: int = 100
 
 
 @dataclass
@@ -48,10 +57,16 @@ class JanitorReport:
 @dataclass
 class Recovery:
     engine: Engine
-    repo: RecoveryRepository
-    queues: QueueRepository
-    poison: PoisonRepository
+    repo: RecoveryStore
+    queues: JanitorQueues
+    poison: PoisonReplays
     timings: Timings = field(default_factory=Timings)
+    bounds: Bounds = field(default_factory=Bounds)
+
+    @property
+    def holder(self) -> str:
+        """The name the sweeper holds dispatch leases under."""
+        return f"janitor@{self.engine.worker}"
 
     def run_janitor(self) -> JanitorReport:
         """Repair what a crash or a lost message left behind; each repair is guarded."""
@@ -62,59 +77,94 @@ class Recovery:
             self.repo.record_repair(job_id, stage, reason)
             report.stalled_stages += 1
         self._fail_unknown_types(report)
-        self._reopen_idle(report)
+        self._reopen_lost(report)
         self._sweep(report)
         self._record_undecodable(report)
         return report
 
     def _reap(self, report: JanitorReport) -> None:
-        for task_id, job_id, stage in self.repo.expired_tasks(self.timings.lease):
+        for task in self.repo.expired_tasks(self.timings.lease):
             try:
-                policy = self.engine.controller_of(job_id).retry
+                policy = self.engine.controller_of(task.job_id).retry
             except JobTypeError:
                 continue  # _fail_unknown_types ends the job
-            reaped = self.repo.reap(task_id, job_id, stage, self.timings.lease, backoff(policy, 1))
+            # The attempt the worker was lost in sets the backoff, as a retry it made would.
+            delay = backoff(policy, task.attempt)
+            reaped = self.repo.reap(task.task_id, self.timings.lease, delay)
             if reaped.action == "retried":
                 report.reaped_retried += 1
             elif reaped.action == "failed":
                 report.reaped_failed += 1
                 if reaped.is_last_task:
-                    self.engine.driver.finish_stage(job_id, stage, actor="janitor")
+                    self.engine.driver.leave_stage(task.job_id, task.stage, actor="janitor")
 
     def _fail_unknown_types(self, report: JanitorReport) -> None:
         known = [c.job_type for c in self.engine.registry]
-        for job_id in self.repo.unknown_type_jobs(known):
-            job_type = self.engine.jobs.get(job_id).job_type
+        for ref in self.repo.unknown_type_jobs(known):
+            job_type = self.engine.jobs.get(ref.job_id).job_type
             reason = f"job type {job_type!r} is not registered in this deployment"
-            if self.engine.jobs.fail(job_id, {"message": reason}, "janitor", reason):
+            if self.engine.jobs.fail(ref.job_id, {"message": reason}, "janitor", reason):
                 report.unknown_type_jobs += 1
 
-    def _reopen_idle(self, report: JanitorReport) -> None:
+    def _reopen_lost(self, report: JanitorReport) -> None:
         # An empty queue with work marked as sent means the messages were lost: reopen
         # soon. Otherwise the work may just be waiting its turn: only after `stall`.
         counts = self.queues.approximate_counts()
         report.counts = counts
-        empty = (
-            counts.get(self.queues.tasks_queue, 1) == 0
-            and counts.get(self.queues.jobs_queue, 1) == 0
-        )
+        tasks_queue, jobs_queue = self.queues.tasks_queue, self.queues.jobs_queue
+        empty = counts.get(tasks_queue, 1) == 0 and counts.get(jobs_queue, 1) == 0
         idle = self.timings.lease if empty else self.timings.stall
-        tasks, jobs = self.repo.reopen_idle(idle)
-        report.reopened = tasks + jobs
+        reopened = self.repo.reopen_lost(
+            idle,
+            self._sent_before(tasks_queue, counts),
+            self._sent_before(jobs_queue, counts),
+            self.bounds.reopen_per_run,
+            self.bounds.reopen_per_stage,
+        )
+        report.reopened = reopened.tasks + reopened.jobs
+
+    def _sent_before(self, queue: str, counts: dict[str, int]) -> datetime:
+        """Return a time before which every message sent, and visible since, left `queue`.
+
+        The queue hands out its visible messages about oldest first, so one sent before
+        the oldest still visible is no longer there. An empty queue (the count includes
+        invisible messages) holds nothing; one whose messages are all invisible proves
+        nothing.
+        """
+        if counts.get(queue, 1) == 0:
+            return datetime.now(UTC)
+        return self.queues.oldest_visible(queue) or datetime.min.replace(tzinfo=UTC)
 
     def _sweep(self, report: JanitorReport) -> None:
-        # The claims have marked these as sent already: send them, nothing more.
-        for job_id, stage in self.repo.claim_unsent_jobs(self.timings.sweep_grace):
-            self.queues.send_job(JobQueueMessage(job_id=job_id, stage=stage))
+        # Sent first, marked after: a failed send leaves the work unmarked for the next run.
+        for ref in self.repo.sweep_unsent_jobs(self.timings.sweep_grace):
+            self.queues.send_job(JobQueueMessage(job_id=ref.job_id, stage=ref.stage))
+            self.engine.jobs.mark_dispatched(ref.job_id, ref.stage)
             report.resent_jobs += 1
-        groups: dict[tuple[JobId, int, timedelta], list[Unsent]] = defaultdict(list)
-        for unsent in self.repo.claim_unsent_tasks(self.timings.sweep_grace):
-            groups[(unsent.job_id, unsent.stage, unsent.delay)].append(unsent)
-        for (job_id, stage, delay), items in groups.items():
-            ids = [u.task_id for u in items]
-            msgs = task_messages(job_id, stage, ids, self._per_message(job_id, stage))
-            self.queues.send_tasks(msgs, delay if delay > timedelta(0) else None)
-            report.resent_tasks += len(ids)
+        unsent = self.repo.sweep_unsent_tasks(
+            self.timings.sweep_grace, self.holder, self.timings.lease
+        )
+        groups: dict[tuple[JobId, int], list[UnsentTask]] = defaultdict(list)
+        for task in unsent:
+            groups[(task.job_id, task.stage)].append(task)
+        for (job_id, stage), tasks in groups.items():
+            try:
+                report.resent_tasks += self._send_unsent(job_id, stage, tasks)
+            finally:
+                with contextlib.suppress(DatabaseError):
+                    self.engine.jobs.release_dispatch_lease(job_id, stage, self.holder)
+
+    def _send_unsent(self, job_id: JobId, stage: int, tasks: list[UnsentTask]) -> int:
+        per_message = self._per_message(job_id, stage)
+        by_delay: dict[float, list[UnsentTask]] = defaultdict(list)
+        for task in tasks:
+            by_delay[task.delay_s].append(task)
+        sent = 0
+        for delay_s, group in by_delay.items():
+            msgs = task_messages(job_id, stage, [t.task_id for t in group], per_message)
+            delay = timedelta(seconds=delay_s) if delay_s > 0 else None
+            sent += len(send_and_mark(self.queues, self.engine.tasks, msgs, delay))
+        return sent
 
     def _record_undecodable(self, report: JanitorReport, batches: int = 10) -> None:
         # The Functions host moves a message that is not in host.json's messageEncoding to
@@ -142,21 +192,36 @@ class Recovery:
         controller = self.engine.controller_of(job_id)
         job = self.engine.jobs.get(job_id)
         attempts = controller.max_attempts(job.stage)
-        retried, stage, count = self.repo.retry_job(job_id, attempts, actor)
-        if not retried:
+        retried = self.repo.retry_job(job_id, attempts, actor)
+        if not retried.retried:
             raise Conflict(
                 f"job is {job.status.value}: only a failed job whose stage failed can be retried",
                 job_id=job_id,
             )
+        stage = retried.stage
         self.engine.driver.dispatch(job_id, stage, controller.stage(stage).tasks_per_message)
-        return stage, count
+        return stage, retried.task_count
 
-    def replay_poison(self, poison_id: int) -> str:
-        """Send a poison message's raw body again to the queue it first came from."""
+    def replay_poison(self, poison_id: int, force: bool = False) -> str:
+        """Send a poison message's raw body again to the queue it first came from.
+
+        Once: a second replay raises Conflict naming when the first was, unless `force`.
+        """
         record = self.poison.get(poison_id)
         queue = record.queue_name.removesuffix("-poison")
         if queue not in (self.queues.jobs_queue, self.queues.tasks_queue):
             raise Conflict("poison message came from an unknown queue", queue=record.queue_name)
-        self.queues.send_raw(queue, record.body)
-        self.poison.mark_replayed(poison_id)
+        replay = self.poison.claim_replay(poison_id, force)
+        if not replay.replayed:
+            raise Conflict(
+                f"poison message was replayed already at {replay.replayed_at.isoformat()};"
+                " replay it again with ?force=true",
+                poison_id=poison_id,
+                replayed_at=replay.replayed_at.isoformat(),
+            )
+        try:
+            self.queues.send_raw(queue, record.body)
+        except QueueError:
+            self.poison.release_replay(poison_id, replay.previous_at)
+            raise
         return queue

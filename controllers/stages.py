@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext, Json
+from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
-from repositories.tasks import NewTask
-from schemas.exceptions import QueueError
+from schemas.exceptions import DatabaseError, QueueError
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobRecord, StageRecord, TaskRecord
+from schemas.records import JobRecord, Json, StageRecord, TaskRecord
 from schemas.results import MAX_FAILED_IDS, StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
+from schemas.work import NewTask
 
 log = logging.getLogger(__name__)
 ERRORS_IN_JOB_ERROR = 20
+# Messages sent between two renewals of the dispatch lease (and two outbox marks).
+DISPATCH_CHUNK = 256
 
 
 class UserCodeError(Exception):
@@ -48,6 +52,8 @@ class StageDriver:
     tasks: TaskStore
     bus: MessageBus
     registry: Registry
+    holder: str = "engine"
+    dispatch_lease: timedelta = timedelta(seconds=60)
 
     def process_stage(self, msg: JobQueueMessage) -> None:
         """Build the stage's tasks once, then send every task message not yet sent."""
@@ -77,7 +83,7 @@ class StageDriver:
         if stage.status is not StageStatus.PROCESSING:
             return
         if stage.remaining == 0:
-            self.finish_stage(job.job_id, msg.stage)
+            self.leave_stage(job.job_id, msg.stage)
             return
         self.dispatch(job.job_id, msg.stage, controller.stage(msg.stage).tasks_per_message)
 
@@ -101,18 +107,39 @@ class StageDriver:
         return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
 
     def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
-        """Send the stage's unsent tasks, `per_message` to a message; mark what was sent."""
+        """Send the stage's unsent tasks, `per_message` to a message; mark what was sent.
+
+        Under the stage's dispatch lease, renewed between chunks: the janitor's sweeper
+        leaves a stage alone while its dispatcher is alive, and takes over once it stopped.
+        Returns how many tasks this call sent (0 when another dispatcher holds the stage).
+        """
+        # One holder per call: two threads of one host dispatching a duplicated job message
+        # must not share a lease.
+        holder = f"{self.holder}/{uuid.uuid4().hex[:8]}"
+        if not self.jobs.take_dispatch_lease(job_id, stage, holder, self.dispatch_lease):
+            log.info("stage %d of job %s is being dispatched elsewhere", stage, job_id)
+            return 0
+        try:
+            return self._send_unsent(job_id, stage, per_message, holder)
+        finally:
+            # An expired lease frees the stage as well, if the database is down right now.
+            with contextlib.suppress(DatabaseError):
+                self.jobs.release_dispatch_lease(job_id, stage, holder)
+
+    def _send_unsent(self, job_id: JobId, stage: int, per_message: int, holder: str) -> int:
         ids = self.tasks.undispatched(job_id, stage)
         msgs = task_messages(job_id, stage, ids, per_message)
-        try:
-            sent = self.bus.send_tasks(msgs)
-        except QueueError as exc:
-            self.tasks.mark_dispatched(_task_ids(getattr(exc, "sent", ())))
-            raise
-        self.tasks.mark_dispatched(_task_ids(sent))
-        return len(ids)
+        sent = 0
+        for start in range(0, len(msgs), DISPATCH_CHUNK):
+            if start and not self.jobs.take_dispatch_lease(
+                job_id, stage, holder, self.dispatch_lease
+            ):
+                log.warning("lost the dispatch lease of stage %d of job %s", stage, job_id)
+                break
+            sent += len(send_and_mark(self.bus, self.tasks, msgs[start : start + DISPATCH_CHUNK]))
+        return sent
 
-    def finish_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> bool:
+    def leave_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> bool:
         """Record the stage's result and move the job on; return whether this call did.
 
         A no-op (False) unless the job is at `stage` and the stage has no task remaining.
@@ -221,6 +248,23 @@ def _failure(result: StageResultContract, failed: list[TaskRecord]) -> Json:
             for t in failed
         ],
     }
+
+
+def send_and_mark(
+    bus: MessageBus,
+    tasks: TaskStore,
+    msgs: Sequence[TaskQueueMessage],
+    delay: timedelta | None = None,
+) -> list[TaskId]:
+    """Send task messages, then mark sent the tasks of those whose send was confirmed."""
+    try:
+        sent = bus.send_tasks(msgs, delay)
+    except QueueError as exc:
+        tasks.mark_dispatched(_task_ids(getattr(exc, "sent", ())))
+        raise
+    ids = _task_ids(sent)
+    tasks.mark_dispatched(ids)
+    return ids
 
 
 def task_messages(

@@ -7,9 +7,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
-Json = dict[str, Any]
+from schemas.records import Json
+
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 BAR_WIDTH = 30
 

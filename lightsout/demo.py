@@ -36,6 +36,7 @@ from lightsout.devservices import (
 )
 from repositories.migrations import migrate
 from schemas.exceptions import LightsoutError
+from schemas.records import Json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO_ROOT / ".run"
@@ -47,7 +48,6 @@ READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 40.0  # the host gives running functions 30 s to finish
 LOG_TAIL_LINES = 40
-Json = dict[str, Any]
 
 
 class DemoError(Exception):

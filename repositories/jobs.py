@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from repositories.db import Connection
 from repositories.errors import parse_row, translated
-from repositories.paging import Page, decode_cursor, encode_cursor
+from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound
 from schemas.ids import JobId
-from schemas.records import JobEvent, JobRecord, StageRecord
+from schemas.records import Advance, Cancelled, JobEvent, JobRecord, Json, StageRecord, StageRef
 from schemas.results import StageResultContract
 from schemas.status import JobStatus
-
-
-@dataclass(frozen=True)
-class Advance:
-    """What advance_job_stage answered: whether this call moved the job, and where it is."""
-
-    advanced: bool
-    status: JobStatus
-    stage: int
+from schemas.work import Page
 
 
 class JobRepository:
@@ -37,7 +27,7 @@ class JobRepository:
         self,
         job_id: JobId,
         job_type: str,
-        parameters: dict[str, Any],
+        parameters: Json,
         stage_names: Sequence[str],
         rerun_of: JobId | None = None,
         actor: str = "api",
@@ -107,10 +97,29 @@ class JobRepository:
     def mark_dispatched(self, job_id: JobId, stage: int) -> None:
         """Record that the job message for `stage` was sent (the outbox marker)."""
         with translated("mark job dispatched", job_id=job_id), self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE jobs SET dispatched_at = now() WHERE job_id = %s AND stage = %s",
-                (job_id, stage),
-            )
+            conn.execute("SELECT mark_job_dispatched(%s, %s)", (job_id, stage))
+
+    def take_dispatch_lease(
+        self, job_id: JobId, stage: int, holder: str, lease: timedelta
+    ) -> bool:
+        """Hold (or renew) the right to send the stage's task messages; False if another does."""
+        with (
+            translated("take dispatch lease", job_id=job_id, stage=stage),
+            self._pool.connection() as conn,
+        ):
+            row = conn.execute(
+                "SELECT take_dispatch_lease(%s, %s, %s, %s) AS taken",
+                (job_id, stage, holder, lease),
+            ).fetchone()
+        return bool(row and row["taken"])
+
+    def release_dispatch_lease(self, job_id: JobId, stage: int, holder: str) -> None:
+        """Give up the stage's dispatch lease, if `holder` has it."""
+        with (
+            translated("release dispatch lease", job_id=job_id, stage=stage),
+            self._pool.connection() as conn,
+        ):
+            conn.execute("SELECT release_dispatch_lease(%s, %s, %s)", (job_id, stage, holder))
 
     def hold_if_paused(self, job_id: JobId, stage: int) -> bool:
         """Hold the stage's start while the job's type is paused; return whether it is."""
@@ -125,8 +134,8 @@ class JobRepository:
         job_id: JobId,
         stage_result: StageResultContract,
         job_status: JobStatus | None = None,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
+        result: Json | None = None,
+        error: Json | None = None,
         actor: str = "engine",
     ) -> Advance:
         """Leave the stage of `stage_result`: next stage, or finish with `job_status`."""
@@ -145,8 +154,7 @@ class JobRepository:
                     actor,
                 ),
             ).fetchone()
-        assert row is not None
-        return Advance(bool(row["advanced"]), JobStatus(str(row["status"])), int(str(row["stage"])))
+        return parse_row(Advance, row)
 
     def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]:
         """Cancel an unfinished job; return (cancelled now, status)."""
@@ -154,13 +162,13 @@ class JobRepository:
             row = conn.execute(
                 "SELECT * FROM cancel_job(%s, %s, %s)", (job_id, actor, reason)
             ).fetchone()
-        assert row is not None
-        return bool(row["cancelled"]), JobStatus(str(row["status"]))
+        answer = parse_row(Cancelled, row)
+        return answer.cancelled, answer.status
 
     def fail(
         self,
         job_id: JobId,
-        error: dict[str, Any],
+        error: Json,
         actor: str,
         reason: str,
         stage: int | None = None,
@@ -173,7 +181,7 @@ class JobRepository:
             ).fetchone()
         return bool(row and row["failed"])
 
-    def stalled_stages(self, older_than: timedelta, limit: int = 100) -> list[tuple[JobId, int]]:
+    def stalled_stages(self, older_than: timedelta, limit: int = 100) -> list[StageRef]:
         """Return (job, stage) whose tasks all ended but which did not advance for a while."""
         with translated("find stalled stages"), self._pool.connection() as conn:
             rows = conn.execute(
@@ -183,7 +191,7 @@ class JobRepository:
                 " AND j.updated_at < now() - %s ORDER BY j.updated_at LIMIT %s",
                 (older_than, limit),
             ).fetchall()
-        return [(JobId(str(r["job_id"])), int(str(r["stage"]))) for r in rows]
+        return [parse_row(StageRef, row) for row in rows]
 
     def events(self, job_id: JobId) -> list[JobEvent]:
         """Return the job's history, oldest first."""

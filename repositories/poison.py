@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from psycopg_pool import ConnectionPool
 
@@ -10,7 +11,7 @@ from repositories.db import Connection
 from repositories.errors import parse_row, translated
 from schemas.exceptions import NotFound
 from schemas.ids import JobId, TaskId
-from schemas.records import PoisonRecord
+from schemas.records import PoisonRecord, Replay
 
 
 class PoisonRepository:
@@ -29,14 +30,11 @@ class PoisonRepository:
     ) -> bool:
         """Record a poison message once; return False when it was recorded already."""
         with translated("record poison", message_id=message_id), self._pool.connection() as conn:
-            cur = conn.execute(
-                "INSERT INTO poison_messages"
-                " (queue_name, message_id, body, dequeue_count, reason, job_id, task_ids)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (queue_name, message_id) DO NOTHING",
+            row = conn.execute(
+                "SELECT record_poison(%s, %s, %s, %s, %s, %s, %s) AS recorded",
                 (queue_name, message_id, body, dequeue_count, reason, job_id, list(task_ids)),
-            )
-            return cur.rowcount == 1
+            ).fetchone()
+        return bool(row and row["recorded"])
 
     def recent(self, limit: int = 100) -> list[PoisonRecord]:
         """Return the newest poison records first."""
@@ -57,9 +55,15 @@ class PoisonRepository:
             raise NotFound("poison record not found", poison_id=poison_id)
         return parse_row(PoisonRecord, row)
 
-    def mark_replayed(self, poison_id: int) -> None:
-        """Record that the message was sent again."""
+    def claim_replay(self, poison_id: int, force: bool = False) -> Replay:
+        """Take the one replay of a record (any number with `force`); see Replay."""
         with translated("replay poison", poison_id=poison_id), self._pool.connection() as conn:
-            conn.execute(
-                "UPDATE poison_messages SET replayed_at = now() WHERE poison_id = %s", (poison_id,)
-            )
+            row = conn.execute(
+                "SELECT * FROM claim_poison_replay(%s, %s)", (poison_id, force)
+            ).fetchone()
+        return parse_row(Replay, row)
+
+    def release_replay(self, poison_id: int, previous: datetime | None) -> None:
+        """Undo a replay claim whose send failed."""
+        with translated("release replay", poison_id=poison_id), self._pool.connection() as conn:
+            conn.execute("SELECT release_poison_replay(%s, %s)", (poison_id, previous))

@@ -7,8 +7,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -39,6 +38,7 @@ from azstorage import (
 )
 from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError, QueueUnavailable
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
+from schemas.queued import RawMessage
 from schemas.settings import Settings
 
 # The SDK defaults (20 s connect, 60 s read, 3 retries 15 s apart) make a call to a
@@ -49,16 +49,6 @@ CLIENT_OPTIONS = ClientOptions(
 )
 MAX_DELAY = timedelta(days=7)
 PEEK_MAX = 32
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    """A received message as the queue stores it, with what deleting it takes."""
-
-    message_id: str
-    pop_receipt: str
-    text: str
-    dequeue_count: int
 
 
 class PartialSend(QueueError):
@@ -231,6 +221,12 @@ class QueueRepository:
         with translated("peek messages", queue=queue):
             peeked = self._client(queue).peek_messages(max_messages=min(n, PEEK_MAX))
         return [decode_wire_text(str(m.content), self.encoding) for m in peeked]
+
+    def oldest_visible(self, queue: str) -> datetime | None:
+        """Return when the oldest visible message of the queue was sent; None if none is."""
+        with translated("peek messages", queue=queue):
+            peeked = self._client(queue).peek_messages(max_messages=1)
+        return peeked[0].inserted_on if peeked else None
 
     def receive_raw(
         self, queue: str, n: int = PEEK_MAX, lease: timedelta = timedelta(minutes=1)

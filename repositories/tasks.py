@@ -4,46 +4,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from repositories.db import Connection
 from repositories.errors import parse_row, translated
-from repositories.paging import Page, decode_cursor, encode_cursor
+from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
-from schemas.records import Claim, Completion, TaskError, TaskRecord
+from schemas.records import (
+    Claim,
+    Completion,
+    DeferredTask,
+    Json,
+    TaskError,
+    TaskRecord,
+    TaskRef,
+    TaskResult,
+)
 from schemas.status import TaskStatus
+from schemas.work import NewTask, Page, TaskEnd
 
 CONFLICT_RETRIES = 3
 COPY_TASKS = (
     "COPY tasks (task_id, job_id, stage, task_index, task_type, parameters, max_attempts)"
     " FROM STDIN"
 )
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A task to create: its index in the stage gives its deterministic id."""
-
-    task_type: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    max_attempts: int = 3
-
-
-@dataclass(frozen=True)
-class Finish:
-    """One claimed attempt's end: completed with a result, or failed with an error."""
-
-    task_id: TaskId
-    attempt: int
-    status: TaskStatus
-    result: dict[str, Any] | None = None
-    error: TaskError | None = None
 
 
 class TaskRepository:
@@ -101,20 +89,20 @@ class TaskRepository:
             ).fetchall()
         return [parse_row(Claim, row) for row in rows]
 
-    def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion:
+    def complete(self, task_id: TaskId, attempt: int, result: Json) -> Completion:
         """Mark the claimed attempt completed and count it off its stage."""
-        return self._finish(task_id, attempt, TaskStatus.COMPLETED, result, None)
+        return self._end(task_id, attempt, TaskStatus.COMPLETED, result, None)
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
         """Mark the claimed attempt failed for good and count it off its stage."""
-        return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+        return self._end(task_id, attempt, TaskStatus.FAILED, None, error)
 
-    def _finish(
+    def _end(
         self,
         task_id: TaskId,
         attempt: int,
         status: TaskStatus,
-        result: dict[str, Any] | None,
+        result: Json | None,
         error: TaskError | None,
     ) -> Completion:
         with translated("complete task", task_id=task_id), self._pool.connection() as conn:
@@ -130,11 +118,11 @@ class TaskRepository:
             ).fetchone()
         return parse_row(Completion, row)
 
-    def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
+    def end_many(self, ends: Sequence[TaskEnd]) -> list[Completion]:
         """Record several claimed attempts' ends in one round trip, each fenced on its own."""
-        if not finishes:
+        if not ends:
             return []
-        finishes = sorted(finishes, key=lambda f: f.task_id)
+        finishes = sorted(ends, key=lambda f: f.task_id)
         columns = (
             [f.task_id for f in finishes],
             [f.attempt for f in finishes],
@@ -183,31 +171,22 @@ class TaskRepository:
     def heartbeat(self, task_ids: Sequence[TaskId], worker: str) -> int:
         """Refresh the lease of running tasks this worker holds; return how many it holds."""
         with translated("heartbeat", worker=worker), self._pool.connection() as conn:
-            # SKIP LOCKED: a task locked right now is being finished; waiting for it could
-            # deadlock with the group commit that holds it.
-            cur = conn.execute(
-                "UPDATE tasks t SET heartbeat_at = now() FROM ("
-                " SELECT task_id FROM tasks WHERE task_id = ANY (%s)"
-                " AND status = 'processing' AND claimed_by = %s"
-                " ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED) alive"
-                " WHERE t.task_id = alive.task_id",
-                (list(task_ids), worker),
-            )
-            return cur.rowcount
+            row = conn.execute(
+                "SELECT heartbeat_tasks(%s, %s) AS held", (list(task_ids), worker)
+            ).fetchone()
+        held = row["held"] if row else 0
+        return held if isinstance(held, int) else 0
 
     def mark_dispatched(self, task_ids: Sequence[TaskId]) -> None:
         """Record that the messages naming these tasks were sent (the outbox marker)."""
         with translated("mark tasks dispatched"), self._pool.connection() as conn:
-            # A locked task is being claimed, so it needs no outbox mark; skipping it keeps
-            # this from waiting on (and deadlocking with) the workers already running it.
-            conn.execute(
-                "UPDATE tasks t SET dispatched_at = now() FROM ("
-                " SELECT task_id FROM tasks WHERE task_id = ANY (%s) AND dispatched_at IS NULL"
-                " AND status IN ('queued', 'retrying')"
-                " ORDER BY task_id FOR NO KEY UPDATE SKIP LOCKED) unsent"
-                " WHERE t.task_id = unsent.task_id",
-                (list(task_ids),),
-            )
+            conn.execute("SELECT mark_tasks_dispatched(%s)", (list(task_ids),))
+
+    def deferred(self, task_ids: Sequence[TaskId]) -> list[DeferredTask]:
+        """Return those of the tasks that wait for their retry's backoff, with the delay left."""
+        with translated("deferred tasks"), self._pool.connection() as conn:
+            rows = conn.execute("SELECT * FROM deferred_tasks(%s)", (list(task_ids),)).fetchall()
+        return [parse_row(DeferredTask, row) for row in rows]
 
     def undispatched(self, job_id: JobId, stage: int) -> list[TaskId]:
         """Return the stage's queued or retrying tasks whose message was never sent."""
@@ -218,7 +197,7 @@ class TaskRepository:
                 " ORDER BY task_index",
                 (job_id, stage),
             ).fetchall()
-        return [TaskId(str(r["task_id"])) for r in rows]
+        return [parse_row(TaskRef, row).task_id for row in rows]
 
     def get(self, task_id: TaskId) -> TaskRecord:
         """Return one task, or raise NotFound."""
@@ -262,7 +241,7 @@ class TaskRepository:
 
     def results(
         self, job_id: JobId, stage: int, page_size: int = 5000
-    ) -> Iterator[list[tuple[int, dict[str, Any] | None]]]:
+    ) -> Iterator[list[tuple[int, Json | None]]]:
         """Yield (task_index, result) of the stage's completed tasks, a page at a time."""
         last = -1
         while True:
@@ -275,14 +254,8 @@ class TaskRepository:
                 ).fetchall()
             if not rows:
                 return
-            page = [(int(str(r["task_index"])), _json_object(r["result"])) for r in rows]
+            parsed = (parse_row(TaskResult, row) for row in rows)
+            page = [(r.task_index, r.result) for r in parsed]
             yield page
             last = page[-1][0]
 
-
-def _json_object(value: object) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise TypeError(f"task result must be a JSON object, got {type(value).__name__}")
-    return value

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.ids import JobIdField, TaskIdField
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
-JsonObject = dict[str, Any]
+Json = dict[str, Any]
 
 
 class _Row(BaseModel):
@@ -35,10 +35,10 @@ class JobRecord(_Row):
     status: JobStatus
     stage: int = Field(ge=1)
     total_stages: int = Field(ge=1)
-    parameters: JsonObject
-    stage_results: dict[str, JsonObject]
-    result: JsonObject | None
-    error: JsonObject | None
+    parameters: Json
+    stage_results: dict[str, Json]
+    result: Json | None
+    error: Json | None
     rerun_of: JobIdField | None = None
     dispatched_at: datetime | None
     created_at: datetime
@@ -67,8 +67,8 @@ class TaskRecord(_Row):
     task_index: int = Field(ge=0)
     task_type: str
     status: TaskStatus
-    parameters: JsonObject
-    result: JsonObject | None
+    parameters: Json
+    result: Json | None
     error: TaskError | None
     attempt: int = Field(ge=0)
     max_attempts: int = Field(ge=1)
@@ -96,7 +96,7 @@ class JobEvent(_Row):
     to_status: str | None
     actor: str
     reason: str | None
-    detail: JsonObject | None
+    detail: Json | None
     created_at: datetime
 
 
@@ -108,7 +108,7 @@ class Claim(_Row):
     stage: int
     task_index: int
     task_type: str
-    parameters: JsonObject
+    parameters: Json
     attempt: int = Field(ge=1)
     max_attempts: int = Field(ge=1)
 
@@ -137,3 +137,93 @@ class PoisonRecord(_Row):
     task_ids: list[str]
     received_at: datetime
     replayed_at: datetime | None
+
+
+class Advance(_Row):
+    """What advance_job_stage answered: whether this call moved the job, and where it is."""
+
+    advanced: bool
+    status: JobStatus
+    stage: int
+
+
+class Cancelled(_Row):
+    """What cancel_job answered: whether this call cancelled the job, and its status."""
+
+    cancelled: bool
+    status: JobStatus
+
+
+class TaskRef(_Row):
+    task_id: TaskIdField
+
+
+class StageRef(_Row):
+    """One stage of one job, as the janitor's queries name it."""
+
+    job_id: JobIdField
+    stage: int = Field(ge=1)
+
+
+class ExpiredTask(_Row):
+    """A running task whose heartbeat is older than the lease, at its current attempt."""
+
+    task_id: TaskIdField
+    job_id: JobIdField
+    stage: int = Field(ge=1)
+    attempt: int = Field(ge=1)
+
+
+class Reaped(_Row):
+    """What reap_task did: 'none' (the task was alive after all), 'retried' or 'failed'."""
+
+    action: Literal["none", "retried", "failed"]
+    is_last_task: bool
+    attempt: int
+
+
+class UnsentTask(_Row):
+    """A queued or retrying task whose message was never sent, and how long it should wait."""
+
+    task_id: TaskIdField
+    job_id: JobIdField
+    stage: int = Field(ge=1)
+    delay_s: float = Field(ge=0)
+
+
+class Reopened(_Row):
+    """How many sent-but-lost task and job messages reopen_lost_messages reopened."""
+
+    tasks: int = Field(ge=0)
+    jobs: int = Field(ge=0)
+
+
+class JobRetried(_Row):
+    """What retry_job did: whether it re-queued anything, at which stage, how many tasks."""
+
+    retried: bool
+    stage: int
+    task_count: int = Field(ge=0)
+
+
+class DeferredTask(_Row):
+    """A task a message named before its retry's backoff ended: due in `delay_s`."""
+
+    task_id: TaskIdField
+    delay_s: float = Field(ge=0)
+
+
+class Replay(_Row):
+    """What claim_poison_replay answered: whether this call may replay it, when it was
+    replayed, and the replay before this one."""
+
+    replayed: bool
+    replayed_at: datetime
+    previous_at: datetime | None
+
+
+class TaskResult(_Row):
+    """One completed task's result, as a stage's aggregate step reads it."""
+
+    task_index: int = Field(ge=0)
+    result: Json | None

@@ -95,13 +95,16 @@ TASK_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
 
 
 # The one way out of a finished state: an operator's retry of a failed job re-opens the
-# failed stage and re-queues its failed tasks (sql/0002 retry_job). Nothing else uses it.
-RECOVERY_TRANSITIONS: Mapping[
-    JobStatus | StageStatus | TaskStatus, JobStatus | StageStatus | TaskStatus
-] = {
-    JobStatus.FAILED: JobStatus.PROCESSING,
-    StageStatus.FAILED: StageStatus.PROCESSING,
-    TaskStatus.FAILED: TaskStatus.QUEUED,
+# failed stage, re-queues its failed tasks, and the stages the failure cancelled wait again
+# (sql/0002 retry_job). Nothing else uses it. Keyed by kind: the statuses are strings, so
+# JobStatus.FAILED and StageStatus.FAILED are one dictionary key.
+RECOVERY_TRANSITIONS: Mapping[type, Mapping[str, frozenset[str]]] = {
+    JobStatus: {JobStatus.FAILED: frozenset({JobStatus.PROCESSING})},
+    StageStatus: {
+        StageStatus.FAILED: frozenset({StageStatus.PROCESSING}),
+        StageStatus.CANCELLED: frozenset({StageStatus.PENDING}),
+    },
+    TaskStatus: {TaskStatus.FAILED: frozenset({TaskStatus.QUEUED})},
 }
 
 
@@ -117,6 +120,13 @@ def allowed_from(status: S) -> frozenset[S]:
 def can_transition(current: S, target: S) -> bool:
     """Return whether `current -> target` is declared."""
     return target in allowed_from(current)
+
+
+def can_recover(current: S, target: S) -> bool:
+    """Return whether `current -> target` is one of an operator retry's (RECOVERY_TRANSITIONS)."""
+    if type(current) is not type(target):
+        return False
+    return target in RECOVERY_TRANSITIONS[type(current)].get(current, frozenset())
 
 
 def check_transition(current: S, target: S) -> S:

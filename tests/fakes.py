@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,26 +21,34 @@ from typing import TYPE_CHECKING, Any, Literal
 from azstorage import wire_size
 from controllers.engine import Engine, parse_message
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
-from repositories.jobs import Advance
-from repositories.paging import Page, decode_cursor, encode_cursor
-from repositories.tasks import Finish, NewTask
-from schemas.exceptions import Conflict, DatabaseError, MessageTooLarge, NotFound
+from repositories.paging import decode_cursor, encode_cursor
+from schemas.exceptions import (
+    Conflict,
+    DatabaseError,
+    MessageTooLarge,
+    NotFound,
+    QueueUnavailable,
+)
 from schemas.ids import JOB_ID_PATTERN, JobId, TaskId, make_task_id
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
 from schemas.records import (
+    Advance,
     Claim,
     Completion,
+    DeferredTask,
     JobEvent,
     JobRecord,
+    Json,
     PoisonRecord,
     StageRecord,
+    StageRef,
     TaskError,
     TaskRecord,
 )
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
+from schemas.work import NewTask, Page, TaskEnd
 
-Json = dict[str, Any]
 FINAL_STAGE = {StageStatus.COMPLETED, StageStatus.COMPLETED_WITH_ERRORS, StageStatus.FAILED}
 FINAL_JOB = {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED}
 OPEN_TASK = (TaskStatus.QUEUED, TaskStatus.PROCESSING, TaskStatus.RETRYING)
@@ -81,6 +90,8 @@ class StageRow:
     cancelled_count: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    dispatch_holder: str | None = None
+    dispatch_lease_until: datetime | None = None
 
 
 @dataclass
@@ -221,6 +232,25 @@ class FakeJobStore:
             if job is not None and job.stage == stage:
                 job.dispatched_at = self.db.now()
 
+    def take_dispatch_lease(
+        self, job_id: JobId, stage: int, holder: str, lease: timedelta
+    ) -> bool:
+        with self.db.lock:
+            row, now = self.db.stages.get((job_id, stage)), self.db.now()
+            if row is None or row.status is not StageStatus.PROCESSING:
+                return False
+            until = row.dispatch_lease_until
+            if row.dispatch_holder not in (None, holder) and until is not None and until >= now:
+                return False
+            row.dispatch_holder, row.dispatch_lease_until = holder, now + lease
+            return True
+
+    def release_dispatch_lease(self, job_id: JobId, stage: int, holder: str) -> None:
+        with self.db.lock:
+            row = self.db.stages.get((job_id, stage))
+            if row is not None and row.dispatch_holder == holder:
+                row.dispatch_holder = row.dispatch_lease_until = None
+
     def advance(
         self,
         job_id: JobId,
@@ -238,7 +268,7 @@ class FakeJobStore:
         with self.db.lock:
             job = self.db.job(job_id, "advance job")
             if job.status is not JobStatus.PROCESSING or job.stage != stage:
-                return Advance(False, job.status, job.stage)
+                return Advance(advanced=False, status=job.status, stage=job.stage)
             if job_status is None and stage >= job.total_stages:
                 raise DatabaseError(f"advance job: stage {stage} is the last of job {job_id}")
             row = self.db.stages[job_id, stage]
@@ -270,7 +300,7 @@ class FakeJobStore:
             if job_status is not None:
                 change = ("processing", job_status)
                 self.db.event(job_id, "job_status", stage, change, actor, detail=error)
-            return Advance(True, job.status, job.stage)
+            return Advance(advanced=True, status=job.status, stage=job.stage)
 
     def fail(
         self,
@@ -322,12 +352,12 @@ class FakeJobStore:
             self.db.event(job_id, "job_status", job.stage, change, actor, reason, error)
             return True, status
 
-    def stalled_stages(self, older_than: timedelta, limit: int = 100) -> list[tuple[JobId, int]]:
+    def stalled_stages(self, older_than: timedelta, limit: int = 100) -> list[StageRef]:
         with self.db.lock:
             cutoff = self.db.now() - older_than
             jobs = sorted(self.db.jobs.values(), key=lambda j: j.updated_at)
             return [
-                (j.job_id, j.stage)
+                StageRef(job_id=j.job_id, stage=j.stage)
                 for j in jobs
                 if j.status is JobStatus.PROCESSING
                 and j.updated_at < cutoff
@@ -399,6 +429,7 @@ class FakeTaskStore:
                     or task.status not in (TaskStatus.QUEUED, TaskStatus.RETRYING)
                     or task.attempt >= task.max_attempts
                     or self.db.jobs[task.job_id].status is not JobStatus.PROCESSING
+                    or (task.next_attempt_at is not None and task.next_attempt_at > now)
                 ):
                     continue
                 task.status, task.claimed_by = TaskStatus.PROCESSING, worker
@@ -409,20 +440,20 @@ class FakeTaskStore:
             return sorted(claimed, key=lambda c: c.task_index)
 
     def complete(self, task_id: TaskId, attempt: int, result: dict[str, Any]) -> Completion:
-        return self._finish(task_id, attempt, TaskStatus.COMPLETED, result, None)
+        return self._end(task_id, attempt, TaskStatus.COMPLETED, result, None)
 
     def fail(self, task_id: TaskId, attempt: int, error: TaskError) -> Completion:
-        return self._finish(task_id, attempt, TaskStatus.FAILED, None, error)
+        return self._end(task_id, attempt, TaskStatus.FAILED, None, error)
 
-    def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
-        return [self._finish(f.task_id, f.attempt, f.status, f.result, f.error) for f in finishes]
+    def end_many(self, ends: Sequence[TaskEnd]) -> list[Completion]:
+        return [self._end(e.task_id, e.attempt, e.status, e.result, e.error) for e in ends]
 
     def fail_unclaimed(
         self, task_id: TaskId, error: TaskError, actor: str, reason: str
     ) -> Completion:
-        return self._finish(task_id, None, TaskStatus.FAILED, None, error, OPEN_TASK, actor, reason)
+        return self._end(task_id, None, TaskStatus.FAILED, None, error, OPEN_TASK, actor, reason)
 
-    def _finish(
+    def _end(
         self,
         task_id: TaskId,
         attempt: int | None,
@@ -501,6 +532,21 @@ class FakeTaskStore:
                 task = self.db.tasks.get(task_id)
                 if task is not None and task.dispatched_at is None:
                     task.dispatched_at = now
+
+    def deferred(self, task_ids: Sequence[TaskId]) -> list[DeferredTask]:
+        with self.db.lock:
+            now, waiting = self.db.now(), []
+            for task_id in sorted(set(task_ids)):
+                task = self.db.tasks.get(task_id)
+                if (
+                    task is not None
+                    and task.status in (TaskStatus.QUEUED, TaskStatus.RETRYING)
+                    and task.next_attempt_at is not None
+                    and task.next_attempt_at > now
+                ):
+                    delay = (task.next_attempt_at - now).total_seconds()
+                    waiting.append(DeferredTask(task_id=task_id, delay_s=delay))
+            return waiting
 
     def undispatched(self, job_id: JobId, stage: int) -> list[TaskId]:
         with self.db.lock:
@@ -615,7 +661,11 @@ class FakeBus:
     """Two in-memory queues with a virtual clock; messages are stored as their JSON text.
 
     A delay makes a message due `delay` seconds later on the bus's clock, which moves
-    only through `advance` or a fast-forwarding `drain`: tests never sleep.
+    only through `advance` or a fast-forwarding `drain`. Both also wait that long for real
+    (a retry's backoff is short in the test job types): the stores compare a retry's
+    next_attempt_at with the real clock, as PostgreSQL does.
+
+    `refuse_task_sends = n` makes the next n task sends fail as an unreachable queue does.
     """
 
     def __init__(self) -> None:
@@ -625,6 +675,7 @@ class FakeBus:
         self.clock = 0.0
         self.sent: list[Envelope] = []
         self.delivered: list[Envelope] = []
+        self.refuse_task_sends = 0
 
     def send_job(self, msg: JobQueueMessage, delay: timedelta | None = None) -> None:
         self._put("jobs", [msg], delay)
@@ -632,6 +683,10 @@ class FakeBus:
     def send_tasks(
         self, msgs: Sequence[TaskQueueMessage], delay: timedelta | None = None
     ) -> list[TaskQueueMessage]:
+        with self._lock:
+            if self.refuse_task_sends > 0:
+                self.refuse_task_sends -= 1
+                raise QueueUnavailable("send message: the fake queue refuses sends")
         self._put("tasks", msgs, delay)
         return list(msgs)
 
@@ -654,7 +709,8 @@ class FakeBus:
                 self.sent.append(envelope)
 
     def advance(self, seconds: float) -> None:
-        """Move the bus's clock on."""
+        """Move the bus's clock on, and wait as long."""
+        time.sleep(seconds)
         with self._lock:
             self.clock += seconds
 
@@ -704,8 +760,7 @@ class FakeBus:
             waiting = self.pending()
             if not (fast_forward and waiting):
                 return count
-            with self._lock:
-                self.clock = max(self.clock, waiting[0].due)
+            self.advance(max(0.0, waiting[0].due - self.clock))
         raise AssertionError(f"the bus did not settle after {limit} deliveries")
 
     def redeliver_all(self, engine: Engine) -> None:

@@ -134,11 +134,17 @@ def list_poison(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="poison/{poison_id}/replay", methods=["POST"], auth_level=ANON)
 @answer_errors
 def replay_poison(req: func.HttpRequest) -> func.HttpResponse:
-    """Send a recorded poison message again to the queue it came from: 202."""
+    """Send a recorded poison message again to the queue it came from: 202, once.
+
+    A second replay answers 409 naming when the first was, unless `?force=true`.
+    """
     raw = req.route_params.get("poison_id", "")
     if not raw.isdigit():
         raise BadRequest(f"malformed poison id {raw!r}: expected a number")
-    queue = runtime().recovery.replay_poison(int(raw))
+    force = req.params.get("force", "false")
+    if force not in ("true", "false"):
+        raise BadRequest(f"query parameter 'force' must be true or false, got {force!r}")
+    queue = runtime().recovery.replay_poison(int(raw), force == "true")
     return json_response(ReplayResponse(poison_id=int(raw), queue_name=queue), 202)
 
 

@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
 from controllers.engine import Engine, default_worker_name
+from controllers.faults import with_injected_faults
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
 from repositories.db import Connection, open_pool
@@ -61,23 +62,25 @@ def _make_runtime() -> Runtime:
     _create_queues(queues)
     jobs, tasks, poison = JobRepository(pool), TaskRepository(pool), PoisonRepository(pool)
     worker = settings.worker_name or default_worker_name()
+    sends = with_injected_faults(queues)  # the queues themselves unless a chaos test asks
     engine = Engine(
         jobs,
         tasks,
-        queues,
+        sends,
         poison,
         registry,
         worker=worker,
         task_concurrency=settings.task_concurrency,
         heartbeat_s=settings.heartbeat_s,
         outage_wait_s=settings.dependency_wait_s,
+        dispatch_lease_s=settings.task_lease_s,
     )
     timings = Timings(
         lease=timedelta(seconds=settings.task_lease_s),
         sweep_grace=timedelta(seconds=settings.sweep_grace_s),
         stall=timedelta(seconds=settings.stall_s),
     )
-    recovery = Recovery(engine, RecoveryRepository(pool), queues, poison, timings)
+    recovery = Recovery(engine, RecoveryRepository(pool), sends, poison, timings)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
     return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery)
 

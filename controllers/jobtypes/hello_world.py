@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext, Stage
 from controllers.base import TaskContext as Ctx
 from controllers.registry import register
-
-Json = dict[str, Any]
+from schemas.records import Json
 
 
 class HelloParams(BaseModel):

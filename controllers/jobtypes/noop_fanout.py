@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,9 +17,11 @@ from controllers.base import (
 )
 from controllers.base import BuildContext as Build
 from controllers.registry import register
+from schemas.records import Json
 
-Json = dict[str, Any]
 MAX_STAGES = 10
+# Self-tests that count each task's real runs set this to a file each run appends a line to.
+RUN_LOG_ENV = "LIGHTSOUT_NOOP_RUN_LOG"
 
 
 class NoopParams(BaseModel):
@@ -30,6 +32,11 @@ class NoopParams(BaseModel):
     sleep_ms: int = Field(default=0, ge=0, le=600_000)
     fail_task_indices: list[int] = Field(default_factory=list, max_length=1000)
     flaky_task_indices: list[int] = Field(default_factory=list, max_length=1000)
+    fail_until_attempt: dict[int, int] = Field(
+        default_factory=dict,
+        max_length=100_000,
+        description="task index -> the attempt it first succeeds on; earlier attempts fail",
+    )
 
 
 class InjectedFailure(RuntimeError):
@@ -62,6 +69,9 @@ class NoopFanout(BaseController[NoopParams]):
         return [{} for _ in range(ctx.params.tasks)]
 
     def run(self, ctx: TaskContext[NoopParams]) -> Json:
+        if log_path := os.environ.get(RUN_LOG_ENV):
+            with open(log_path, "a", encoding="utf-8") as log:  # one short append per run
+                log.write(f"{ctx.task_id} {ctx.attempt}\n")
         if ctx.params.sleep_ms:
             time.sleep(ctx.params.sleep_ms / 2000)
             ctx.progress(0.5, "slept half")
@@ -70,6 +80,8 @@ class NoopFanout(BaseController[NoopParams]):
             raise InjectedFailure(f"task {ctx.index} fails on every attempt")
         if ctx.index in ctx.params.flaky_task_indices and ctx.attempt == 1:
             raise InjectedFailure(f"task {ctx.index} fails on its first attempt")
+        if ctx.attempt < ctx.params.fail_until_attempt.get(ctx.index, 0):
+            raise InjectedFailure(f"task {ctx.index} fails on attempts before {ctx.attempt + 1}")
         return {"attempt": ctx.attempt}
 
     def count(self, ctx: AggregateContext[NoopParams]) -> Json:

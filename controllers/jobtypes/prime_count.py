@@ -4,7 +4,6 @@ tasks stage 2 gets; stage 2 counts the primes of each range; stage 3 reduces."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +16,7 @@ from controllers.base import (
     TaskContext,
 )
 from controllers.registry import register
-
-Json = dict[str, Any]
+from schemas.records import Json
 
 
 class PrimeParams(BaseModel):

@@ -13,14 +13,12 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from lightsout.client import ApiClient, ApiError
 from lightsout.devservices import free_port
 from tests.e2e.hosts import wait_for as wait_for  # shared with the e2e tests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-Json = dict[str, Any]
 
 # The defaults are a 60 s lease, 15 s grace, 10 min stall and a janitor every 10 s;
 # these make every repair happen within seconds.

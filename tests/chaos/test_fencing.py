@@ -21,10 +21,11 @@ from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository
 from repositories.recovery import RecoveryRepository
-from repositories.tasks import NewTask, TaskRepository
+from repositories.tasks import TaskRepository
 from schemas.canonical import job_id_for
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.settings import load_settings
+from schemas.work import NewTask
 from tests.chaos.hosts import say, wait_for
 from tests.chaos.probe import Probe
 

@@ -25,11 +25,12 @@ from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository, decode_wire_text
 from repositories.recovery import RecoveryRepository
-from repositories.tasks import NewTask, TaskRepository
+from repositories.tasks import TaskRepository
 from schemas.canonical import job_id_for
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.settings import load_settings
+from schemas.work import NewTask
 from tests.chaos.hosts import say, wait_for
 from tests.chaos.probe import Probe
 
@@ -48,9 +49,10 @@ def janitors(settings_env: dict[str, str]) -> Iterator[list[Recovery]]:
             pool = stack.enter_context(open_pool(settings, name=f"janitor-{n}"))
             queues = stack.enter_context(QueueRepository.from_settings(settings))
             poison = PoisonRepository(pool)
-            engine = Engine(JobRepository(pool), TaskRepository(pool), queues, poison, registry)
+            jobs, tasks = JobRepository(pool), TaskRepository(pool)
+            engine = Engine(jobs, tasks, queues, poison, registry, worker=f"host-{n}")
             pair.append(Recovery(engine, RecoveryRepository(pool), queues, poison))
-        pair[0].queues.ensure_queues()
+            queues.ensure_queues()
         yield pair
 
 
@@ -149,7 +151,7 @@ def test_two_janitors_repair_each_item_once(janitors: list[Recovery], probe: Pro
     reports = in_lock_step(janitors, ROUNDS)
     say(f"sweepers: {[r.resent_tasks for r in reports]} tasks re-sent per run")
     assert total(reports, lambda r: r.resent_tasks) == EXPIRED_TASKS
-    queues = one.queues
+    queues = QueueRepository.from_settings(load_settings())
     sent_tasks = Counter(
         task_id
         for text in drain(queues, queues.tasks_queue)

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from azure.core.exceptions import ResourceNotFoundError
@@ -22,11 +22,11 @@ from psycopg.rows import dict_row
 
 from lightsout.client import FINISHED, ApiClient, ApiError
 from lightsout.devservices import free_port
+from schemas.records import Json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 40.0  # the host's own grace period is 30 s
-Json = dict[str, Any]
 T = TypeVar("T")
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pytest
 
+from schemas.records import Json
 from schemas.results import StageResultContract
 from tests.e2e.conftest import StartHosts
 from tests.e2e.hosts import finished, raw_request, rows
 
 pytestmark = pytest.mark.e2e
-Json = dict[str, Any]
 
 
 def primes_below(limit: int) -> list[int]:

@@ -36,6 +36,24 @@ PROCEDURES = {
     "retry_task",
     "advance_job_stage",
     "cancel_job",
+    # 0002
+    "reap_task",
+    "retry_job",
+    # 0003
+    "deferred_tasks",
+    "mark_tasks_dispatched",
+    "mark_job_dispatched",
+    "heartbeat_tasks",
+    "take_dispatch_lease",
+    "release_dispatch_lease",
+    "sweep_unsent_tasks",
+    "sweep_unsent_jobs",
+    "reopen_lost_messages",
+    "record_repair",
+    "record_poison",
+    "claim_poison_replay",
+    "release_poison_replay",
+    # 0004
     "pause_job_type",
     "resume_job_type",
     "hold_job_if_paused",
@@ -108,6 +126,17 @@ def test_up_down_to_zero_and_up_again(empty_database_url: str) -> None:
 
     assert migrate(empty_database_url, SCHEMA) == list(range(1, LATEST + 1))
     assert catalog(empty_database_url) == once
+
+
+@pytest.mark.parametrize("version", range(1, LATEST))
+def test_each_down_restores_the_catalog_before_its_up(
+    empty_database_url: str, version: int
+) -> None:
+    migrate(empty_database_url, SCHEMA, target=version)
+    before = catalog(empty_database_url)
+    migrate(empty_database_url, SCHEMA)
+    migrate(empty_database_url, SCHEMA, target=version)
+    assert catalog(empty_database_url) == before
 
 
 def test_migrating_twice_changes_nothing(empty_database_url: str) -> None:

@@ -10,10 +10,10 @@ import pytest
 
 from lightsout.pgbouncer import PgBouncer
 from repositories.db import SchemaPool, behind_transaction_pooler, open_pool
-from repositories.migrations import migrate, status
+from repositories.migrations import discover, migrate, status
 from schemas.settings import DatabaseSettings, load
 
-LATEST = 2
+LATEST = len(discover())
 PREPARED_ELSEWHERE = (
     psycopg.errors.InvalidSqlStatementName,
     psycopg.errors.DuplicatePreparedStatement,

@@ -524,7 +524,7 @@ def statuses(conn: Conn, job: str) -> tuple[JobStatus, tuple[StageStatus, ...]]:
     return JobStatus(job_row(conn, job)["status"]), tuple(StageStatus(r["status"]) for r in rows)
 
 
-def finish_stage_tasks(conn: Conn, job: str, stage: int, tasks: int) -> None:
+def complete_stage_tasks(conn: Conn, job: str, stage: int, tasks: int) -> None:
     ids = start(conn, job, stage, tasks)
     attempts = claim(conn, ids)
     for task_id in ids:
@@ -548,7 +548,7 @@ def run_step(conn: Conn, job: str, step: str) -> None:
     elif step.startswith("finish"):
         stage = int(step[6])
         if stage_row(conn, job, stage)["status"] == "pending":
-            finish_stage_tasks(conn, job, stage, 2)
+            complete_stage_tasks(conn, job, stage, 2)
     elif step == "advance1":
         advance(conn, job, 1)
     elif step == "advance1-failed":

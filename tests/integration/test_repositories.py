@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from repositories.db import Connection, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
-from repositories.tasks import NewTask, TaskRepository
+from repositories.tasks import TaskRepository
 from schemas.exceptions import Conflict, ContractViolation, DatabaseError, NotFound
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.records import TaskError
 from schemas.results import StageResultContract
 from schemas.settings import Settings, load_settings
 from schemas.status import JobStatus, StageStatus, TaskStatus
+from schemas.work import NewTask
 
 SCHEMA = "lightsout"
 ERROR = TaskError(type="ValueError", message="boom", attempt=1)
@@ -232,6 +233,16 @@ def test_retry_and_reclaim(jobs: JobRepository, tasks: TaskRepository) -> None:
     assert record.dispatched_at is None
     assert record.next_attempt_at is not None
     assert tasks.undispatched(job, 1) == [task_id]
+    # Before its backoff ends the retry is not claimed, and no attempt is used.
+    assert tasks.claim([task_id], "early") == []
+    (deferred,) = tasks.deferred([task_id])
+    assert deferred.task_id == task_id and 25 < deferred.delay_s <= 30
+    assert tasks.get(task_id).attempt == 1
+    with psycopg.connect(tasks_dsn(jobs)) as conn:  # the backoff passes
+        conn.execute(
+            "UPDATE lightsout.tasks SET next_attempt_at = now() WHERE task_id = %s", (task_id,)
+        )
+    assert tasks.deferred([task_id]) == []
     (again,) = tasks.claim([task_id], "w2")
     assert again.attempt == 2
     assert tasks.complete(task_id, 1, {}).applied is False
@@ -297,8 +308,15 @@ def test_poison_records(pool: ConnectionPool[Connection]) -> None:
     assert not poison.record("lightsout-tasks", "m1", "{bad", 6, "malformed again")
     (record,) = poison.recent()
     assert (record.body, record.dequeue_count, record.task_ids) == ("{bad", 5, task_ids)
-    poison.mark_replayed(record.poison_id)
-    assert poison.get(record.poison_id).replayed_at is not None
+    first = poison.claim_replay(record.poison_id)
+    assert (first.replayed, first.previous_at) == (True, None)
+    assert poison.get(record.poison_id).replayed_at == first.replayed_at
+    again = poison.claim_replay(record.poison_id)
+    assert (again.replayed, again.replayed_at) == (False, first.replayed_at)
+    forced = poison.claim_replay(record.poison_id, force=True)
+    assert (forced.replayed, forced.previous_at) == (True, first.replayed_at)
+    poison.release_replay(record.poison_id, forced.previous_at)
+    assert poison.get(record.poison_id).replayed_at == first.replayed_at
     with pytest.raises(NotFound):
         poison.get(record.poison_id + 1)
 

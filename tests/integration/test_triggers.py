@@ -29,11 +29,11 @@ from schemas.exceptions import ContractViolation
 from schemas.http import ErrorBody, HealthBody, JobList, JobTypeList, JobView, TaskList
 from schemas.ids import JobId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.records import Json
 from schemas.results import StageResultContract
 from tests.fixtures_services import QueueNames
 from triggers.runtime import Runtime, reset_runtime, runtime
 
-Json = dict[str, Any]
 FUNCTIONS: dict[str, Function] = {
     str(f.get_function_name()): f for f in function_app.app.get_functions()
 }
@@ -261,6 +261,7 @@ def test_get_job_shows_status_parameters_and_progress(rt: Runtime) -> None:
         "sleep_ms": 0,
         "fail_task_indices": [],
         "flaky_task_indices": [],
+        "fail_until_attempt": {},
     }
     assert [(s.stage, s.name, s.status) for s in view.stages] == [
         (1, "noop_1", "pending"),

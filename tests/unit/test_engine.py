@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,12 +35,10 @@ from controllers.registry import Registry
 from schemas.exceptions import InvalidParameters, JobTypeError, PermanentTaskError
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobEvent, JobRecord, PoisonRecord, TaskRecord
+from schemas.records import JobEvent, JobRecord, Json, PoisonRecord, TaskRecord
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
 from tests.fakes import FakeBus, FakeDatabase, FakeJobStore, FakePoisonStore, FakeTaskStore
-
-Json = dict[str, Any]
 
 
 class ProbeParams(BaseModel):
@@ -96,6 +94,13 @@ class TolerantProbe(Probe):
     failure_policy = FailurePolicy(max_failed_fraction=0.5)
 
 
+class PatientProbe(Probe):
+    """A retry waits 10 to 20 s: long enough to deliver its message early on purpose."""
+
+    job_type = "patient_probe"
+    retry = RetryPolicy(max_attempts=3, base_delay_s=20.0, max_delay_s=20.0)
+
+
 class Jobs(JobStore, Protocol):
     def events(self, job_id: JobId) -> list[JobEvent]: ...
 
@@ -111,7 +116,7 @@ class Poison(PoisonStore, Protocol):
 def job_types() -> Registry:
     """Return a registry of its own, so the tests leave the default one alone."""
     registry = Registry()
-    for cls in (HelloWorld, PrimeCount, NoopFanout, Probe, TolerantProbe):
+    for cls in (HelloWorld, PrimeCount, NoopFanout, Probe, TolerantProbe, PatientProbe):
         registry.register(cls)
     return registry
 
@@ -285,6 +290,61 @@ def test_a_flaky_task_is_retried_and_the_job_completes(world: World) -> None:
     assert [TaskQueueMessage.model_validate_json(e.body).task_ids for e in delayed] == [
         [flaky.task_id]
     ]
+
+
+@case
+def test_a_retry_whose_send_fails_loses_no_sibling_result(world: World) -> None:
+    world.engine.runner.outage_wait_s = 0.0  # give up on the queue at once
+    params = {"tasks": 4, "stages": 1, "flaky_task_indices": [1]}
+    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    world.bus.deliver_next(world.engine, "jobs")
+    world.bus.refuse_task_sends = 1000
+    world.bus.deliver_next(world.engine, "tasks")  # all four tasks in one message
+    tasks = world.task_rows(job_id)
+    assert [(t.status, t.attempt) for t in tasks] == [
+        (TaskStatus.COMPLETED, 1),
+        (TaskStatus.RETRYING, 1),
+        (TaskStatus.COMPLETED, 1),
+        (TaskStatus.COMPLETED, 1),
+    ]
+    # The retry is recorded, its message unsent and unmarked: the sweeper's to send.
+    assert world.tasks.undispatched(job_id, 1) == [tasks[1].task_id]
+
+
+@case
+def test_a_retry_rides_out_a_short_queue_outage(world: World) -> None:
+    params = {"tasks": 3, "stages": 1, "fail_until_attempt": {"1": 3}}
+    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    world.bus.deliver_next(world.engine, "jobs")
+    world.bus.refuse_task_sends = 2  # the first retry's send fails twice, then goes
+    world.bus.drain(world.engine)
+    job = world.jobs.get(job_id)
+    assert job.status is JobStatus.COMPLETED, job.error
+    tasks = world.task_rows(job_id)
+    assert [(t.status, t.attempt) for t in tasks] == [
+        (TaskStatus.COMPLETED, 1),
+        (TaskStatus.COMPLETED, 3),
+        (TaskStatus.COMPLETED, 1),
+    ]
+    assert tasks[1].error is not None and tasks[1].error.type == "InjectedFailure"
+
+
+@case
+def test_an_early_delivery_of_a_retry_neither_runs_it_nor_uses_an_attempt(world: World) -> None:
+    job_id = world.engine.submit("patient_probe", {"tasks": 1, "fail": [0]}).job.job_id
+    world.bus.drain(world.engine, fast_forward=False)
+    task_id = make_task_id(job_id, 2, 0)
+    (retry,) = world.bus.pending("tasks")
+    assert 10 <= retry.due - world.bus.clock <= 20
+    world.bus.deliver(world.engine, retry)  # delivered early, and again: a duplicate
+    world.bus.deliver(world.engine, retry)
+    task = world.tasks.get(task_id)
+    assert (task.status, task.attempt) == (TaskStatus.RETRYING, 1)
+    again = world.bus.pending("tasks")
+    assert len(again) == 3  # the retry's own message, and one sent again per early delivery
+    for envelope in again:
+        assert TaskQueueMessage.model_validate_json(envelope.body).task_ids == [task_id]
+        assert 5 <= envelope.due - world.bus.clock <= 20  # what is left of the backoff
 
 
 @case
@@ -504,7 +564,7 @@ def test_repair_advances_a_stage_whose_last_completion_was_not_followed(world: W
     envelope = world.bus.take("tasks")
     assert envelope is not None
     msg = TaskQueueMessage.model_validate_json(envelope.body)
-    # A worker completes the stage's last task and dies before finish_stage.
+    # A worker completes the stage's last task and dies before leave_stage.
     (claim,) = world.tasks.claim(msg.task_ids, "doomed-worker")
     assert world.engine.repair_stalled_stages(grace=timedelta(0)) == []
     assert world.tasks.complete(claim.task_id, claim.attempt, {"first": True}).is_last_task

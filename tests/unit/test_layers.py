@@ -1,6 +1,8 @@
 """The layers import one way: schemas <- repositories <- controllers <- triggers, lightsout.
 
 azstorage, the queue plumbing the app and the local host share, sits below them all.
+controllers/ talks to storage only through its ports (controllers/ports.py), so it imports
+nothing from repositories/ either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ALLOWED = {
     "azstorage": {"azstorage"},
     "schemas": {"schemas"},
     "repositories": {"azstorage", "schemas", "repositories"},
-    "controllers": {"azstorage", "schemas", "repositories", "controllers"},
+    "controllers": {"azstorage", "schemas", "controllers"},
     "triggers": {"azstorage", "schemas", "repositories", "controllers", "triggers"},
 }
 

@@ -1,2 +1,0 @@
--- TEMP placeholder (drop on merge): the engine branch owns migration 0003.
-SELECT 1;
