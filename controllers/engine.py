@@ -17,6 +17,7 @@ from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
+from controllers.tracing import traced
 from controllers.worker import TaskRunner
 from schemas.canonical import job_id_for
 from schemas.exceptions import ContractViolation, InvalidParameters, NotFound
@@ -69,6 +70,7 @@ class Engine:
             self.outage_wait_s,
         )
 
+    @traced("submit")
     def submit(
         self, job_type: str, raw_parameters: object, actor: str = "api", force: bool = False
     ) -> Submission:

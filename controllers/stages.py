@@ -15,6 +15,7 @@ from controllers.base import AggregateContext, BaseController, BuildContext, Fin
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
+from controllers.tracing import span, traced
 from schemas.exceptions import DatabaseError, QueueError
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -73,7 +74,8 @@ class StageDriver:
         controller = self.registry.get(job.job_type)
         if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
             try:
-                specs = self._build(controller, job, msg.stage)
+                with span("stage build", job_id=job.job_id, stage=msg.stage):
+                    specs = self._build(controller, job, msg.stage)
             except UserCodeError as exc:
                 self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
                 return
@@ -106,6 +108,7 @@ class StageDriver:
     def _pages(self, job_id: JobId, stage: int) -> Iterator[list[tuple[int, Json | None]]]:
         return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
 
+    @traced("dispatch")
     def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent.
 
@@ -139,6 +142,7 @@ class StageDriver:
             sent += len(send_and_mark(self.bus, self.tasks, msgs[start : start + DISPATCH_CHUNK]))
         return sent
 
+    @traced("fan-in")
     def leave_stage(self, job_id: JobId, stage: int, actor: str = "engine") -> bool:
         """Record the stage's result and move the job on; return whether this call did.
 

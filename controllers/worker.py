@@ -22,6 +22,7 @@ from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.progress import ProgressReport
 from controllers.registry import Registry
 from controllers.stages import StageDriver
+from controllers.tracing import in_task_span
 from schemas.exceptions import DatabaseError, PermanentTaskError, QueueError
 from schemas.ids import TaskId
 from schemas.messages import TaskQueueMessage
@@ -121,7 +122,11 @@ class TaskRunner:
             Heartbeat(self.tasks, ids, self.worker, self.heartbeat_s),
             ThreadPoolExecutor(min(len(claims), self.concurrency), "task") as pool,
         ):
-            running = {pool.submit(self._run, controller, params, claim) for claim in claims}
+            # Each task runs in a copy of this context, in its own span: its log lines name it.
+            running = {
+                pool.submit(in_task_span(claim), self._run, controller, params, claim)
+                for claim in claims
+            }
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 outcomes = [f.result() for f in done]

@@ -1,35 +1,47 @@
-"""A small HTTP client of the Lightsout API, and the progress display of `submit --wait`."""
+"""A small HTTP client of the Lightsout API (the command line's and the demo's)."""
 
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Mapping, Sequence
 
 from schemas.records import Json
 
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
-BAR_WIDTH = 30
+KEY_HEADER = "x-functions-key"
 
 
 class ApiError(Exception):
     """The API answered with an error, or did not answer."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+    """Requests to one Lightsout app; `key` is sent as x-functions-key (an API key)."""
 
-    def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Json]:
+    def __init__(self, base_url: str, timeout_s: float = 30.0, key: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s, self.key = timeout_s, key
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        query: Mapping[str, object | None] | None = None,
+    ) -> tuple[int, Json]:
         """Send a request; return (status, JSON body) for any answer, raise ApiError if none."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.base_url}/api/{path}", data, {"Content-Type": "application/json"}, method=method
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers[KEY_HEADER] = self.key
+        req = urllib.request.Request(self._url(path, query), data, headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return resp.status, _json(resp.read())
@@ -38,13 +50,28 @@ class ApiClient:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise ApiError(f"no answer from {self.base_url}: {exc}") from exc
 
+    def get(self, path: str, **query: object | None) -> Json:
+        """GET a route; raise ApiError for an error answer."""
+        return _ok(*self.request("GET", path, query=query))
+
+    def post(self, path: str, body: object | None = None, **query: object | None) -> Json:
+        """POST to a route; raise ApiError for an error answer."""
+        return _ok(*self.request("POST", path, body, query=query))
+
     def submit(self, job_type: str, params: Json) -> Json:
-        status, body = self.request("POST", f"jobs/{job_type}", params)
-        return _ok(status, body)
+        return self.post(f"jobs/{_segment(job_type)}", params)
 
     def job(self, job_id: str) -> Json:
-        status, body = self.request("GET", f"jobs/{job_id}")
-        return _ok(status, body)
+        return self.get(f"jobs/{_segment(job_id)}")
+
+    def _url(self, path: str, query: Mapping[str, object | None] | None) -> str:
+        pairs = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
+        suffix = f"?{urllib.parse.urlencode(pairs)}" if pairs else ""
+        return f"{self.base_url}/api/{path}{suffix}"
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
 
 
 def _json(raw: bytes) -> Json:
@@ -60,9 +87,9 @@ def _ok(status: int, body: Json) -> Json:
         fields = "; ".join(
             f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in body.get("fields", [])
         )
-        raise ApiError(
-            f"HTTP {status} {body.get('error', '')}: {body.get('message', '')} {fields}".strip()
-        )
+        hint = " (set LIGHTSOUT_API_KEY or --key)" if status == 401 else ""
+        detail = ": ".join(w for w in (body.get("error"), body.get("message"), fields) if w)
+        raise ApiError(f"HTTP {status} {detail}".rstrip() + hint, status)
     return body
 
 
@@ -78,44 +105,3 @@ def parse_assignments(pairs: Sequence[str]) -> Json:
         except ValueError:
             params[key] = raw
     return params
-
-
-def render(job: Json) -> list[str]:
-    """Return one progress line per stage of the job."""
-    lines = []
-    for stage in job.get("stages", []):
-        total, done = stage["task_count"], stage["completed"] + stage["failed"]
-        filled = (
-            BAR_WIDTH * done // total
-            if total
-            else (BAR_WIDTH if stage["status"] != "pending" else 0)
-        )
-        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        failed = f", {stage['failed']} failed" if stage["failed"] else ""
-        label = f"stage {stage['stage']} {stage['name']:<12}"
-        lines.append(f"  {label} [{bar}] {done}/{total}{failed}  {stage['status']}")
-    return lines
-
-
-def watch(client: ApiClient, job_id: str, timeout_s: float, out: TextIO) -> Json:
-    """Poll the job until it ends, drawing its stages' progress; return the final job."""
-    deadline, shown, last = time.monotonic() + timeout_s, 0, None
-    tty = out.isatty()
-    while True:
-        job = client.job(job_id)
-        lines = render(job)
-        if lines != last:
-            if tty and shown:
-                out.write(f"\x1b[{shown}F\x1b[J")
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-            shown, last = len(lines), lines
-        if job["status"] in FINISHED:
-            break
-        if time.monotonic() > deadline:
-            raise ApiError(f"job {job_id} still {job['status']} after {timeout_s:.0f} s")
-        time.sleep(0.5)
-    out.write(f"job {job_id}: {job['status']}\n")
-    detail = job.get("result") if job["status"] != "failed" else job.get("error")
-    out.write(json.dumps(detail, indent=2) + "\n")
-    return job

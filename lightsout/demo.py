@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueServiceClient
 from psycopg import sql
 
-from lightsout.client import ApiClient, ApiError, watch
+from lightsout.client import ApiClient, ApiError
 from lightsout.devservices import (
     AzuriteService,
     PostgresService,
@@ -34,6 +34,7 @@ from lightsout.devservices import (
     free_port,
     queue_endpoint,
 )
+from lightsout.progress import watch
 from repositories.migrations import migrate
 from schemas.exceptions import LightsoutError
 from schemas.records import Json

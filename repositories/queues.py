@@ -36,6 +36,7 @@ from azstorage import (
     wire_size,
     wire_text,
 )
+from repositories.tracecontext import stamped
 from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError, QueueUnavailable
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
 from schemas.queued import RawMessage
@@ -272,7 +273,7 @@ class QueueRepository:
         self.close()
 
     def _checked_wire(self, msg: JobQueueMessage | TaskQueueMessage) -> str:
-        text = msg.model_dump_json()
+        text = stamped(msg).model_dump_json()
         self._check_size(text, job_id=msg.job_id, stage=msg.stage)
         return wire_text(text, self.encoding)
 

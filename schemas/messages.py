@@ -12,6 +12,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # The most task ids one message may carry: 512 ids of the longest form still fit in
 # 64 KiB once base64-encoded (tests/unit/test_contracts.py checks it).
 MAX_TASK_IDS = 512
+# W3C Trace Context, version 00: queues have no headers, so the trace rides in the body.
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+Traceparent = Annotated[str | None, Field(pattern=TRACEPARENT_PATTERN)]
 
 
 class _Message(BaseModel):
@@ -23,6 +26,7 @@ class JobQueueMessage(_Message):
 
     job_id: JobIdField
     stage: int = Field(ge=1)
+    traceparent: Traceparent = None
 
 
 class TaskQueueMessage(_Message):
@@ -31,6 +35,7 @@ class TaskQueueMessage(_Message):
     job_id: JobIdField
     stage: int = Field(ge=1)
     task_ids: Annotated[list[TaskIdField], Field(min_length=1, max_length=MAX_TASK_IDS)]
+    traceparent: Traceparent = None
 
     @model_validator(mode="after")
     def _tasks_belong_to_stage(self) -> TaskQueueMessage:

@@ -80,6 +80,7 @@ def test_without_any_postgres_the_error_says_what_to_install(
     monkeypatch.setenv("PATH", "")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{RUN_DIR}/no-docker.sock")
     monkeypatch.setattr(devservices, "PG_BIN_GLOBS", ())
+    monkeypatch.setattr(devservices, "embedded_available", lambda: False)  # nor the wheel
     with pytest.raises(RuntimeError, match="apt-get install postgresql"):
         ensure_postgres(RUN_DIR)
 

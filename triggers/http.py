@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from controllers.progress import job_fraction, stage_fraction
+from controllers.tracing import continued
 from repositories.operator import OperatorRepository
 from schemas.exceptions import Conflict
 from schemas.http import (
@@ -46,7 +48,10 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     """Submit a job: 202 when new, 200 with the same body when it existed."""
     force = (req.params.get("force") or "").lower() in ("1", "true", "yes")
     actor = req.headers.get("x-lightsout-actor") or "api"
-    submission = runtime().engine.submit(req.route_params["job_type"], json_body(req), actor, force)
+    job_type = req.route_params["job_type"]
+    parent = req.headers.get("traceparent")
+    with continued("POST /api/jobs/{job_type}", parent, SpanKind.SERVER, {"job_type": job_type}):
+        submission = runtime().engine.submit(job_type, json_body(req), actor, force)
     job = submission.job
     body = SubmitResponse(
         job_id=job.job_id,
@@ -116,7 +121,10 @@ def retry_job(req: func.HttpRequest) -> func.HttpResponse:
     """Re-run the failed tasks of a failed job's failed stage and continue the job: 202."""
     job_id = _job_id(req)
     actor = req.headers.get("x-lightsout-actor") or "api"
-    stage, count = runtime().recovery.retry_job(job_id, actor)
+    parent = req.headers.get("traceparent")
+    # Its own trace (or the caller's): the tasks it sends again carry it.
+    with continued("POST /api/jobs/{job_id}/retry", parent, SpanKind.SERVER, {"job_id": job_id}):
+        stage, count = runtime().recovery.retry_job(job_id, actor)
     body = RetryResponse(
         job_id=job_id, status=JobStatus.PROCESSING, stage=stage, retried_tasks=count
     )

@@ -9,6 +9,7 @@ import azure.functions as func
 
 from controllers.engine import M, parse_message
 from controllers.outages import while_unavailable
+from controllers.tracing import message_span
 from schemas.exceptions import ContractViolation
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from triggers.runtime import runtime
@@ -46,4 +47,5 @@ def _handle(
         count = msg.dequeue_count or 0
         runtime().engine.record_poison(queue, msg.id or "", body, count, reason, model)
         return
-    while_unavailable(lambda: handler(parsed), runtime().settings.dependency_wait_s)
+    with message_span(queue, parsed):
+        while_unavailable(lambda: handler(parsed), runtime().settings.dependency_wait_s)

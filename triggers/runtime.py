@@ -12,6 +12,7 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
+from controllers import logcontext, tracing
 from controllers.engine import Engine, default_worker_name
 from controllers.faults import with_injected_faults
 from controllers.recovery import Recovery, Timings
@@ -57,6 +58,8 @@ def runtime() -> Runtime:
 @functools.cache
 def _make_runtime() -> Runtime:
     settings = load_settings()
+    tracing.configure()
+    logcontext.install()
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
     _create_queues(queues)

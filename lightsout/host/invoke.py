@@ -11,6 +11,7 @@ from typing import Any
 
 from lightsout.host.context import InvocationContext
 from lightsout.host.discovery import FunctionSpec
+from lightsout.host.logformat import invocation
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,10 @@ class Invoker:
         kwargs: dict[str, Any] = {spec.arg_name: trigger_value}
         if spec.wants_context:
             kwargs["context"] = context
+        with invocation(context.invocation_id):
+            return self._call(spec, kwargs, context.invocation_id)
+
+    def _call(self, spec: FunctionSpec, kwargs: dict[str, Any], invocation_id: str) -> Any:
         started = time.perf_counter()
         try:
             result = spec.func(**kwargs)
@@ -38,14 +43,14 @@ class Invoker:
             log.exception(
                 "Executed '%s' (Failed, Id=%s, Duration=%.0fms)",
                 spec.name,
-                context.invocation_id,
+                invocation_id,
                 (time.perf_counter() - started) * 1000,
             )
             raise
         log.debug(
             "Executed '%s' (Succeeded, Id=%s, Duration=%.0fms)",
             spec.name,
-            context.invocation_id,
+            invocation_id,
             (time.perf_counter() - started) * 1000,
         )
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from lightsout.host.errors import HostConfigError
 from lightsout.host.hostjson import HostJson, load_host_json
 from lightsout.host.http_server import FunctionHttpServer
 from lightsout.host.invoke import Invoker
+from lightsout.host.logformat import configure_logging
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
 from lightsout.host.routing import Router
 from lightsout.host.settings import load_local_settings
@@ -191,11 +193,11 @@ def serve(
     stop_event: threading.Event | None = None,
 ) -> int:
     """Serve the app in `app_dir` until SIGTERM/SIGINT or `stop_event`; return an exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("azure").setLevel(logging.WARNING)  # it logs each request at INFO
+    try:
+        configure_logging(os.environ.get("LIGHTSOUT_LOG_FORMAT", "text"))
+    except ValueError as exc:
+        print(f"The host cannot start: {exc}", file=sys.stderr)
+        return 1
     stop = stop_event or threading.Event()
     # Handle signals before starting: a function may be running as soon as start() begins.
     with _stop_on_signals(stop):

@@ -311,6 +311,30 @@ def test_job_records_reject_bad_rows(row: dict[str, Any], field: str) -> None:
     assert field in error_fields(caught.value)
 
 
+@pytest.mark.parametrize("model", [JobQueueMessage, TaskQueueMessage])
+@pytest.mark.parametrize(
+    "traceparent",
+    ["", "00-abc-def-01", f"00-{'A' * 32}-{'b' * 16}-01", f"ff-{'a' * 32}-{'b' * 16}-01"],
+)
+def test_messages_reject_malformed_traceparents(
+    model: type[JobQueueMessage] | type[TaskQueueMessage], traceparent: str
+) -> None:
+    body = {"job_id": JOB, "stage": 1, "traceparent": traceparent}
+    if model is TaskQueueMessage:
+        body["task_ids"] = [f"{JOB}-s1-t0"]
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    assert "traceparent" in error_fields(caught.value)
+
+
+def test_messages_carry_a_traceparent_and_parse_without_one() -> None:
+    trace = "00-" + "0af7651916cd43dd8448eb211c80319c" + "-" + "b7ad6b7169203331" + "-01"
+    msg = JobQueueMessage(job_id=JOB, stage=2, traceparent=trace)
+    assert JobQueueMessage.model_validate_json(msg.model_dump_json()).traceparent == trace
+    old = JobQueueMessage.model_validate_json(f'{{"job_id": "{JOB}", "stage": 1}}')
+    assert old.traceparent is None
+
+
 def test_task_records_reject_malformed_errors() -> None:
     with pytest.raises(ValidationError) as caught:
         TaskRecord.model_validate(task_row(error={"message": "no type"}))
@@ -320,6 +344,7 @@ def test_task_records_reject_malformed_errors() -> None:
 def test_the_largest_legal_task_message_fits_the_queue_limit() -> None:
     # The longest ids a message can name: stage 10 of noop_fanout, indices up to 99,999.
     ids = [make_task_id(JOB, 10, 99_999 - i) for i in range(MAX_TASK_IDS)]
-    msg = TaskQueueMessage(job_id=JOB, stage=10, task_ids=ids)
+    trace = "00-" + "f" * 32 + "-" + "f" * 16 + "-01"
+    msg = TaskQueueMessage(job_id=JOB, stage=10, task_ids=ids, traceparent=trace)
     encoded = base64.b64encode(msg.model_dump_json().encode())
     assert len(encoded) <= MAX_MESSAGE_BYTES

@@ -1,0 +1,1 @@
+"""The command groups of `python -m lightsout`: each module registers its commands."""
