@@ -23,9 +23,11 @@ import psycopg
 
 from lightsout.client import ApiClient
 from lightsout.devservices import ensure_azurite, ensure_postgres, free_port
+from lightsout.keys import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
+KEY, KEYS_ENTRY = new_key("bench", ["jobs:read", "jobs:submit"])  # the hosts run with auth on
 
 
 @contextmanager
@@ -64,7 +66,7 @@ def hosts(count: int, env: dict[str, str]) -> Iterator[list[str]]:
 
 
 def wait_healthy(url: str, timeout_s: float = 60) -> None:
-    client, deadline = ApiClient(url, 5), time.monotonic() + timeout_s
+    client, deadline = ApiClient(url, 5, key=KEY), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if client.request("GET", "health")[0] == 200:
@@ -76,7 +78,7 @@ def wait_healthy(url: str, timeout_s: float = 60) -> None:
 
 
 def run_once(url: str, tasks: int, stages: int, seed: int) -> float:
-    client = ApiClient(url)
+    client = ApiClient(url, key=KEY)
     started = time.monotonic()
     # A distinct sleep_ms of 0 would repeat the job id: vary an inert list instead.
     job = client.submit(
@@ -100,12 +102,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     postgres, azurite = ensure_postgres(RUN_DIR), ensure_azurite(RUN_DIR)
+
     try:
         with scratch_database(postgres.dsn) as dsn:
             base = {
                 **os.environ,
                 "DATABASE_URL": dsn,
                 "AzureWebJobsStorage": azurite.connection_string,
+                "LIGHTSOUT_API_KEYS": KEYS_ENTRY,
+                "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
             }
             for count in args.hosts:
                 tag = secrets.token_hex(3)

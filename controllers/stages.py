@@ -13,6 +13,7 @@ from typing import Any
 
 from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext
 from controllers.faults import crash_point
+from controllers.limits import capped_tasks
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.tracing import span, traced
@@ -99,7 +100,7 @@ class StageDriver:
             previous_pages=lambda: self._pages(job.job_id, stage - 1),
         )
         try:
-            specs = [dict(spec) for spec in declared.build(ctx)]
+            specs = [dict(spec) for spec in capped_tasks(stage, declared.build(ctx))]
         except Exception as exc:
             raise UserCodeError("build", stage, exc) from exc
         attempts = controller.max_attempts(stage)

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from controllers.base import BaseController, RetryPolicy, TaskContext
 from controllers.faults import crash_point
+from controllers.limits import checked_result
 from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.progress import ProgressReport
@@ -202,7 +203,7 @@ class TaskRunner:
             report=ProgressReport(self.tasks, claim.task_id, claim.attempt),
         )
         try:
-            result = _json_object(controller.stage(claim.stage).run(ctx))
+            result = checked_result(_json_object(controller.stage(claim.stage).run(ctx)))
         except Exception as exc:
             return _failed(controller, claim, task_error(exc, claim.attempt))
         return TaskEnd(claim.task_id, claim.attempt, TaskStatus.COMPLETED, result=result)

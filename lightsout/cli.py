@@ -7,12 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from lightsout.client import ApiError
-from lightsout.commands import actions, dev, jobs, poison, service, workers
+from lightsout.commands import actions, dev, jobs, keys, poison, service, workers
 from lightsout.commands.common import UsageError
 from schemas.exceptions import LightsoutError
 
-# One module per command group; `keys` (API keys) comes with the auth work.
-GROUPS = (dev, service, jobs, actions, poison, workers)
+# One module per command group.
+GROUPS = (dev, service, jobs, actions, poison, workers, keys)
 
 
 def parser() -> argparse.ArgumentParser:

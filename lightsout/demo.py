@@ -34,6 +34,7 @@ from lightsout.devservices import (
     free_port,
     queue_endpoint,
 )
+from lightsout.keys import new_key
 from lightsout.progress import watch
 from repositories.migrations import migrate
 from schemas.exceptions import LightsoutError
@@ -58,7 +59,7 @@ class DemoError(Exception):
 class LocalHost:
     """`python -m lightsout host` as a subprocess, its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, key: str) -> None:
         self.port, self.log_path = free_port(), log_path
         command = [sys.executable, "-m", "lightsout", "host", "--port", str(self.port)]
         with log_path.open("wb") as log:
@@ -72,7 +73,7 @@ class LocalHost:
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the host
             )
         self.url = f"http://127.0.0.1:{self.port}"
-        self.client = ApiClient(self.url)
+        self.client = ApiClient(self.url, key=key)
 
     def wait_ready(self) -> None:
         """Wait until /api/health answers 200, or raise DemoError with the host's log."""
@@ -150,9 +151,9 @@ def delete_queues(connection: str, prefix: str) -> None:
             service.delete_queue(queue.name)
 
 
-def start_host(stack: contextlib.ExitStack, env: dict[str, str]) -> LocalHost:
+def start_host(stack: contextlib.ExitStack, env: dict[str, str], key: str) -> LocalHost:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    host = LocalHost(env, RUN_DIR / "demo-host.log")
+    host = LocalHost(env, RUN_DIR / "demo-host.log", key)
     stack.callback(host.stop)
     say(f"starting a local host on {host.url} (log: {host.log_path})")
     host.wait_ready()
@@ -181,15 +182,20 @@ def demo() -> int:
         azurite = start_azurite(stack)
         create_schema(stack, postgres.dsn, f"lightsout_{run}")
         stack.callback(delete_queues, azurite.connection_string, run)
+        # Authentication stays on: the demo makes a key of its own for this run.
+        key, entry = new_key(run, ["jobs:read", "jobs:submit"])
+        say(f"API key {run!r} made for this run (python -m lightsout keys new makes yours)")
         env = {
             **os.environ,
+            "LIGHTSOUT_API_KEYS": entry,
+            "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
             "DATABASE_URL": postgres.dsn,
             "AzureWebJobsStorage": azurite.connection_string,
             "LIGHTSOUT_SCHEMA": f"lightsout_{run}",
             "LIGHTSOUT_JOBS_QUEUE": f"{run}-jobs",
             "LIGHTSOUT_TASKS_QUEUE": f"{run}-tasks",
         }
-        host = start_host(stack, env)
+        host = start_host(stack, env, key)
         try:
             jobs = run_jobs(host)
         except ApiError:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.ids import JobIdField, TaskIdField
 from schemas.records import PoisonRecord, TaskError
 from schemas.status import JobStatus, StageStatus, TaskStatus
+
+MAX_BODY_BYTES = 1024 * 1024  # the largest request body the API reads
 
 
 class _Body(BaseModel):
@@ -30,6 +32,9 @@ class ErrorBody(_Body):
     error: str
     message: str
     fields: list[FieldError] = Field(default_factory=list)
+    error_id: str | None = Field(
+        default=None, description="on 500 answers: the id under which the log has the details"
+    )
 
 
 class SubmitResponse(_Body):
@@ -136,6 +141,8 @@ class JobTypeList(_Body):
 class HealthBody(_Body):
     status: str
     checks: dict[str, str]
+    auth: Literal["on", "off"] = Field(description="off only when LIGHTSOUT_AUTH=off")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class CancelResponse(_Body):

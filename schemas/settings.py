@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from schemas.auth import Scope
 from schemas.exceptions import ConfigurationError
 
 QUEUE_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -22,6 +27,16 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # 56 leaves room for the "-poison" suffix within Azure's 63 characters.
 QueueName = Annotated[str, Field(pattern=QUEUE_NAME.pattern, min_length=3, max_length=56)]
+MIN_KEY_CHARS = 24
+
+
+class ApiKeySetting(BaseModel):
+    """One entry of LIGHTSOUT_API_KEYS: the secret and what it may do."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    key: str = Field(repr=False)
+    scopes: frozenset[Scope] = Field(min_length=1)
 
 
 class DatabaseSettings(BaseSettings):
@@ -144,6 +159,56 @@ class Settings(DatabaseSettings):
             )
         return value
 
+    # Authentication and limits (issue 7): who may call the API, and how much one call may ask.
+    auth: Literal["on", "off"] = Field(default="on", validation_alias="LIGHTSOUT_AUTH")
+    api_keys: dict[str, ApiKeySetting] = Field(
+        default_factory=dict, validation_alias="LIGHTSOUT_API_KEYS"
+    )
+    jwt_issuer: str | None = Field(default=None, validation_alias="LIGHTSOUT_JWT_ISSUER")
+    jwt_audience: str | None = Field(default=None, validation_alias="LIGHTSOUT_JWT_AUDIENCE")
+    jwt_jwks_url: str | None = Field(default=None, validation_alias="LIGHTSOUT_JWT_JWKS_URL")
+    jwt_secret: str | None = Field(
+        default=None, validation_alias="LIGHTSOUT_JWT_SECRET", min_length=32, repr=False
+    )
+    trust_easy_auth: bool = Field(default=False, validation_alias="LIGHTSOUT_TRUST_EASY_AUTH")
+    max_tasks_per_stage: int = Field(
+        default=100_000, ge=1, validation_alias="LIGHTSOUT_MAX_TASKS_PER_STAGE"
+    )
+    max_result_bytes: int = Field(
+        default=256 * 1024, ge=1, validation_alias="LIGHTSOUT_MAX_RESULT_BYTES"
+    )
+    selftest_job_types: bool = Field(
+        default=False, validation_alias="LIGHTSOUT_SELFTEST_JOB_TYPES"
+    )
+    # Read again at import by triggers/janitor.py (a decorator argument); here it is checked.
+    janitor_run_on_startup: bool = Field(
+        default=False, validation_alias="LIGHTSOUT_JANITOR_RUN_ON_STARTUP"
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_keys(cls, keys: dict[str, ApiKeySetting]) -> dict[str, ApiKeySetting]:
+        for name, entry in keys.items():
+            if len(entry.key) < MIN_KEY_CHARS:
+                raise ValueError(
+                    f"the key named {name!r} has {len(entry.key)} characters, fewer than "
+                    f"{MIN_KEY_CHARS}; make one with `python -m lightsout keys new {name}`"
+                )
+        return keys
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> Settings:
+        if (self.jwt_jwks_url or self.jwt_secret) and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError(
+                "a JWT key source needs LIGHTSOUT_JWT_ISSUER and LIGHTSOUT_JWT_AUDIENCE too"
+            )
+        return self
+
+    @property
+    def credentials_configured(self) -> bool:
+        """True when some credential can pass: a key, a JWT key source or Easy Auth."""
+        return bool(self.api_keys or self.jwt_jwks_url or self.jwt_secret or self.trust_easy_auth)
+
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:
         if self.heartbeat_s * 2 > self.task_lease_s:
@@ -172,6 +237,16 @@ class Settings(DatabaseSettings):
 
 
 S = TypeVar("S", bound=DatabaseSettings)
+_BOOL = TypeAdapter(bool)
+
+
+def env_flag(name: str) -> bool:
+    """Read a boolean setting at import time (decorator arguments), as Settings would parse it."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        return bool(raw) and _BOOL.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid settings: {name}: {raw!r} is not a boolean") from exc
 
 
 def load_settings() -> Settings:
@@ -183,6 +258,9 @@ def load(model: type[S]) -> S:
     """Read the settings of `model`, or raise ConfigurationError naming each bad one."""
     try:
         return model()
+    except SettingsError as exc:
+        # A JSON setting that does not parse; the message names the field, not the value.
+        raise ConfigurationError(f"invalid settings: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

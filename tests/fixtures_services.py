@@ -5,6 +5,7 @@ A fixture that cannot get its service errors with the reason; it never skips.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -34,6 +35,12 @@ from lightsout.devservices import (
 from lightsout.pgbouncer import PgBouncer, start_pgbouncer
 
 RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
+# The suite runs with authentication on: every test's settings hold this key, all scopes.
+TEST_KEY = "test-key-" + secrets.token_urlsafe(24)
+TEST_KEY_NAME = "tests"
+TEST_API_KEYS = json.dumps(
+    {TEST_KEY_NAME: {"key": TEST_KEY, "scopes": ["jobs:read", "jobs:submit", "jobs:admin"]}}
+)
 SCHEMA = "lightsout"
 SERVICE_FIXTURES = frozenset(
     {
@@ -191,6 +198,8 @@ def settings_env(
         "LIGHTSOUT_JOBS_QUEUE": queue_names.jobs,
         "LIGHTSOUT_TASKS_QUEUE": queue_names.tasks,
         "LIGHTSOUT_SCHEMA": SCHEMA,
+        "LIGHTSOUT_API_KEYS": TEST_API_KEYS,
+        "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
     }
     if pooler_under_test() == "pgbouncer":
         env.update(through_pgbouncer(request.getfixturevalue("pgbouncer"), database_url))

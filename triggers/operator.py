@@ -22,8 +22,9 @@ from schemas.operator import (
 )
 from schemas.status import JobStatus
 from triggers.auth import protected
+from triggers.inputs import json_body
 from triggers.params import enum_param, job_id_param
-from triggers.responses import BadRequest, int_param, json_body, json_response
+from triggers.responses import BadRequest, int_param, json_response
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +25,16 @@ from schemas.exceptions import (
 from schemas.http import ErrorBody, FieldError
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 class BadRequest(LightsoutError):
     """The request is malformed."""
+
+
+class Forbidden(LightsoutError):
+    """The credential is valid but lacks the scope the request needs."""
 
 
 class PayloadTooLarge(LightsoutError):
@@ -44,10 +48,16 @@ def json_response(body: BaseModel | dict[str, Any], status: int = 200) -> func.H
 
 
 def error_response(
-    status: int, error: str, message: str, fields: list[FieldError] | None = None
+    status: int,
+    error: str,
+    message: str,
+    fields: list[FieldError] | None = None,
+    error_id: str | None = None,
 ) -> func.HttpResponse:
-    """Return an ErrorBody answer."""
-    return json_response(ErrorBody(error=error, message=message, fields=fields or []), status)
+    """Return an ErrorBody answer (`error_id` only on 500s)."""
+    body = ErrorBody(error=error, message=message, fields=fields or [], error_id=error_id)
+    text = body.model_dump_json(exclude_none=True)
+    return func.HttpResponse(text, status_code=status, mimetype="application/json")
 
 
 def _field_errors(exc: InvalidParameters) -> list[FieldError]:
@@ -57,6 +67,7 @@ def _field_errors(exc: InvalidParameters) -> list[FieldError]:
 STATUS_OF: list[tuple[type[Exception], int, str]] = [
     (PayloadTooLarge, 413, "payload_too_large"),
     (BadRequest, 400, "bad_request"),
+    (Forbidden, 403, "forbidden"),
     (ContractViolation, 400, "bad_request"),
     (JobTypeError, 400, "unknown_job_type"),
     (NotFound, 404, "not_found"),
@@ -79,23 +90,13 @@ def answer_errors(handler: Handler) -> Handler:
             for kind, status, error in STATUS_OF:
                 if isinstance(exc, kind):
                     return error_response(status, error, str(exc))
-            log.exception("unhandled error in %s", handler.__name__)
-            return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+            # The exception text may hold SQL, paths or data: it goes to the log only.
+            error_id = secrets.token_hex(8)
+            log.exception("unhandled error %s in %s", error_id, handler.__name__)
+            message = f"internal error; the log has it under error id {error_id}"
+            return error_response(500, "internal_error", message, error_id=error_id)
 
     return wrapper
-
-
-def json_body(req: func.HttpRequest) -> object:
-    """Return the parsed JSON body (an empty body is an empty object)."""
-    raw = req.get_body() or b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
 
 
 def int_param(

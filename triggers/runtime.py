@@ -12,9 +12,10 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
-from controllers import logcontext, tracing
+from controllers import limits, logcontext, tracing
 from controllers.engine import Engine, default_worker_name
 from controllers.faults import with_injected_faults
+from controllers.limits import Limits
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
 from repositories.db import Connection, open_pool
@@ -25,8 +26,12 @@ from repositories.recovery import RecoveryRepository
 from repositories.tasks import TaskRepository
 from schemas.exceptions import QueueError
 from schemas.settings import Settings, load_settings
+from triggers.credentials import Authenticator
 
 log = logging.getLogger(__name__)
+# The Azure SDK logs every HTTP request at INFO, and the Functions worker forwards each
+# record to the host (4 per health check): the app quiets it itself, in Azure as locally.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 APP_ROOT = Path(__file__).resolve().parent.parent
 _MAKING = threading.Lock()
 
@@ -41,6 +46,7 @@ class Runtime:
     poison: PoisonRepository
     engine: Engine
     recovery: Recovery
+    auth: Authenticator
 
     def close(self) -> None:
         self.queues.close()
@@ -60,6 +66,7 @@ def _make_runtime() -> Runtime:
     settings = load_settings()
     tracing.configure()
     logcontext.install()
+    limits.configure(Limits(settings.max_tasks_per_stage, settings.max_result_bytes))
     pool = open_pool(settings)
     queues = QueueRepository.from_settings(settings, read_message_encoding(APP_ROOT / "host.json"))
     _create_queues(queues)
@@ -85,7 +92,29 @@ def _make_runtime() -> Runtime:
     )
     recovery = Recovery(engine, RecoveryRepository(pool), sends, poison, timings)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
-    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery)
+    auth = Authenticator(settings)
+    _log_auth_notice(settings)
+    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery, auth)
+
+
+def _log_auth_notice(settings: Settings) -> None:
+    """Say once, at start, when the API is open to anyone or closed to everyone."""
+    notice = auth_notice(settings)
+    if notice:
+        log.warning("%s", notice)
+
+
+def auth_notice(settings: Settings) -> str | None:
+    """The warning that authentication is off, or that no credential can pass; else None."""
+    if settings.auth == "off":
+        return "LIGHTSOUT_AUTH=off: authentication is off and every route is open to anyone"
+    if not settings.credentials_configured:
+        return (
+            "no credentials are configured, so every route but /api/health and "
+            "/api/openapi.json answers 401: make a key with `python -m lightsout keys new "
+            "NAME --scopes jobs:read,jobs:submit` and put its entry in LIGHTSOUT_API_KEYS"
+        )
+    return None
 
 
 def _create_queues(queues: QueueRepository) -> None:

@@ -16,7 +16,6 @@ from controllers.base import (
     TaskContext,
 )
 from controllers.base import BuildContext as Build
-from controllers.registry import register
 from schemas.records import Json
 
 MAX_STAGES = 10
@@ -43,7 +42,6 @@ class InjectedFailure(RuntimeError):
     """noop_fanout failed a task because its parameters asked it to."""
 
 
-@register
 class NoopFanout(BaseController[NoopParams]):
     job_type = "noop_fanout"
     description = "No-op tasks for self-tests and benchmarks, with injected failures."

@@ -11,6 +11,7 @@ from typing import Any
 from lightsout.commands.common import command
 from repositories.db import migrations_conninfo
 from repositories.migrations import migrate, status
+from schemas.http import MAX_BODY_BYTES
 from schemas.settings import DatabaseSettings, Settings, load
 
 APP_DIR = Path(__file__).resolve().parents[2]
@@ -51,6 +52,10 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_JOBS_QUEUE", settings.jobs_queue)
     os.environ.setdefault("LIGHTSOUT_TASKS_QUEUE", settings.tasks_queue)
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
+    # One host on a laptop or in CI: repair what the last run left at once (off in Azure).
+    os.environ.setdefault("LIGHTSOUT_JANITOR_RUN_ON_STARTUP", "true")
+    # The host refuses a larger body from its Content-Length, before reading any of it.
+    os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(MAX_BODY_BYTES))
     if not args.no_migrate:
         migrate(migrations_conninfo(settings), settings.schema_name)
     return serve(args.app_dir, port=args.port, concurrency=args.concurrency)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,11 +18,18 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 from lightsout.host.discovery import HttpFunction
+from lightsout.host.errors import HostConfigError
 from lightsout.host.invoke import Invoker
 from lightsout.host.routing import MethodNotAllowed, Router
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size limit
+BODY_LIMIT_SETTING = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"  # the Functions host's override
+# Headers that App Service authentication sets: no such front end runs before the local
+# host, so a client that sends them is claiming an identity it was never given.
+EASY_AUTH_PREFIX = "x-ms-client-principal"
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
 STATUS_PATH = "/admin/host/status"
 KEEP_ALIVE_SECONDS = 15  # an idle keep-alive connection is closed after this
 
@@ -32,6 +42,7 @@ class FunctionHttpServer(ThreadingHTTPServer):
     def __init__(self, port: int, router: Router[HttpFunction], invoker: Invoker) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.router, self.invoker = router, invoker
+        self.max_body_bytes = body_limit(os.environ)
         self.active = 0
         self.idle = threading.Condition()
         self.stopping = False
@@ -65,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_any(self) -> None:
         if self.server.stopping:
             self.close_connection = True
-            self._send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "host is stopping"})
+            self._send_error(HTTPStatus.SERVICE_UNAVAILABLE, "host_stopping", "host is stopping")
             return
         with self.server.request_running():
             try:
@@ -74,9 +85,16 @@ class _Handler(BaseHTTPRequestHandler):
                 log.exception("HTTP %s %s failed in the host", self.command, self.path)
                 self.close_connection = True
                 with contextlib.suppress(OSError):  # the client may be gone
-                    self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "host error"})
+                    self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "host_error", "host error")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_any
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, QUERY, ...) reaches the router too: a 405 with the error
+        # body and Allow, where the standard library would answer 501 in HTML.
+        if name.startswith("do_"):
+            return self.do_any
+        raise AttributeError(name)
 
     def _dispatch(self) -> None:
         # Read the body whatever the answer, so a kept-alive connection stays in step.
@@ -89,20 +107,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         found = self.server.router.match(self.command, url.path)
         if found is None:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": url.path})
+            self._send_error(HTTPStatus.NOT_FOUND, "not_found", f"no function serves {url.path}")
             return
         if isinstance(found, MethodNotAllowed):
             allow = ", ".join(sorted(found.allowed))
-            self._send_json(
-                HTTPStatus.METHOD_NOT_ALLOWED,
-                {"error": f"method {self.command} not allowed", "allow": allow},
-                {"Allow": allow},
-            )
+            message = f"method {self.command} not allowed on {url.path}; allowed: {allow}"
+            self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", message, allow)
             return
+        headers = {
+            k: ", ".join(self.headers.get_all(k, []))
+            for k in self.headers
+            if not k.lower().startswith(EASY_AUTH_PREFIX)
+        }
         request = func.HttpRequest(
             method=self.command,
             url=f"http://{self.headers.get('Host', self.server.server_address[0])}{self.path}",
-            headers={k: ", ".join(self.headers.get_all(k, [])) for k in self.headers},
+            headers=headers,
             params=dict(parse_qsl(url.query, keep_blank_values=True)),
             route_params=found.params,
             body=body,
@@ -112,11 +132,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _invoke(self, function: HttpFunction, request: func.HttpRequest) -> None:
         try:
             result = self.server.invoker.call(function, request)
-        except Exception as exc:
+        except Exception:
+            # The exception text may hold secrets or data: the log has it, under an id.
+            error_id = secrets.token_hex(8)
+            log.exception("function '%s' failed (error id %s)", function.name, error_id)
             detail = {
-                "error": "function failed",
+                "error": "function_failed",
+                "message": f"function '{function.name}' failed; error id {error_id} in the log",
+                "fields": [],
                 "function": function.name,
-                "exception": f"{type(exc).__name__}: {exc}",
+                "error_id": error_id,
             }
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, detail)
             return
@@ -135,35 +160,62 @@ class _Handler(BaseHTTPRequestHandler):
                 function.name,
                 type(result).__name__,
             )
-            self._send_json(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                {"error": "function returned no HttpResponse", "function": function.name},
-            )
+            message = f"function '{function.name}' returned no HttpResponse"
+            self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "host_error", message)
 
     def _read_body(self) -> bytes | None:
+        """The body, or None when an error was answered (the connection then closes)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request too large"})
-            self.close_connection = True
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not _DIGITS.fullmatch(raw):
+            self._refuse_body(HTTPStatus.BAD_REQUEST, f"malformed Content-Length {raw!r}")
+            return None
+        length = int(raw)
+        if length > self.server.max_body_bytes:
+            self._too_large(f"Content-Length {length}")
             return None
         return self.rfile.read(length) if length else b""
 
     def _read_chunked(self) -> bytes | None:
         chunks: list[bytes] = []
         total = 0
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+        while True:
+            line = self.rfile.readline(1024).split(b";")[0].strip() or b"0"
+            if not _HEX.fullmatch(line):
+                self._refuse_body(HTTPStatus.BAD_REQUEST, f"malformed chunk size {line!r}")
+                return None
+            size = int(line, 16)
+            if size == 0:
+                break
             total += size
-            if total > MAX_BODY_BYTES:
-                self._send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request too large"})
-                self.close_connection = True
+            # Checked before the chunk is read: a stream is refused as soon as it passes.
+            if total > self.server.max_body_bytes:
+                self._too_large(f"the chunked body's {total} bytes so far")
                 return None
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return b"".join(chunks)
+
+    def _too_large(self, what: str) -> None:
+        limit = self.server.max_body_bytes
+        message = f"{what} is over the limit of {limit} bytes ({BODY_LIMIT_SETTING})"
+        self._refuse_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, message)
+
+    def _refuse_body(self, status: HTTPStatus, message: str) -> None:
+        """Answer without reading the body; the unread rest makes the connection unusable."""
+        error = (
+            "payload_too_large" if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE else "bad_request"
+        )
+        self.close_connection = True
+        self._send_error(status, error, message)
+
+    def _send_error(self, status: int, error: str, message: str, allow: str | None = None) -> None:
+        """Answer with the documented error body: error, message, fields."""
+        payload = {"error": error, "message": message, "fields": []}
+        self._send_json(status, payload, {"Allow": allow} if allow else None)
 
     def _send_json(
         self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
@@ -184,6 +236,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
+
+
+def body_limit(environ: Mapping[str, str]) -> int:
+    """The request body limit in bytes: the app setting when it is given, else 100 MB."""
+    raw = environ.get(BODY_LIMIT_SETTING, "").strip()
+    if not raw:
+        return MAX_BODY_BYTES
+    if not _DIGITS.fullmatch(raw) or int(raw) == 0:
+        raise HostConfigError(
+            f"{BODY_LIMIT_SETTING} must be a positive number of bytes, not {raw!r}"
+        )
+    return int(raw)
 
 
 def _response_headers(response: func.HttpResponse) -> list[tuple[str, str]]:

@@ -32,7 +32,7 @@ from lightsout.host.invoke import Invoker
 from lightsout.host.logformat import configure_logging
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
 from lightsout.host.routing import Router
-from lightsout.host.settings import load_local_settings
+from lightsout.host.settings import is_disabled, load_local_settings
 from lightsout.host.timers import TimerRunner
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ class Host:
         copied = load_local_settings(self.app_dir, os.environ)
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
-        functions = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        found = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        functions = [f for f in found if not is_disabled(f.name, os.environ)]
+        if len(functions) < len(found):
+            off = sorted({f.name for f in found} - {f.name for f in functions})
+            log.info("Disabled by AzureWebJobs.<name>.Disabled: %s", ", ".join(off))
         functions = _sign_in(functions)
         self._build(functions)
         for listener in self.listeners:

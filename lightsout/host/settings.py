@@ -65,3 +65,9 @@ def storage_connection(
         return read_connection(name or "AzureWebJobsStorage", environ)
     except StorageConfigError as exc:
         raise HostConfigError(f"{where}: {exc}") from exc
+
+
+def is_disabled(function_name: str, environ: Mapping[str, str]) -> bool:
+    """Whether the app setting AzureWebJobs.<name>.Disabled turns the function off."""
+    value = environ.get(f"AzureWebJobs.{function_name}.Disabled", "")
+    return value.strip().lower() in ("true", "1")

@@ -17,6 +17,7 @@ from pathlib import Path
 from lightsout.client import ApiClient, ApiError
 from lightsout.devservices import free_port
 from tests.e2e.hosts import wait_for as wait_for  # shared with the e2e tests
+from tests.fixtures_services import TEST_API_KEYS, TEST_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ class HostProcess:
     ) -> None:
         self.name, self.port = name, free_port()
         self.log_path = log_dir / f"host-{name}.log"
-        self.api = ApiClient(f"http://127.0.0.1:{self.port}", timeout_s=30)
+        self.api = ApiClient(f"http://127.0.0.1:{self.port}", timeout_s=30, key=TEST_KEY)
         command = [sys.executable, "-m", "lightsout", "host", "--port", str(self.port)]
         if concurrency is not None:
             command += ["--concurrency", str(concurrency)]
@@ -157,6 +158,7 @@ def host_env(settings: Mapping[str, str], **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIGHTSOUT_", "PYTEST"))}
     env.pop("DATABASE_URL", None)
     env.pop("AzureWebJobsStorage", None)
+    env.update(LIGHTSOUT_API_KEYS=TEST_API_KEYS, LIGHTSOUT_SELFTEST_JOB_TYPES="true")
     env.update(settings)
     env.update(FAST_RECOVERY)
     env.update(overrides)

@@ -21,6 +21,7 @@ from repositories.queues import QueueRepository
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from tests.chaos.hosts import FAST_RECOVERY, REPO_ROOT, say, wait_for
 from tests.chaos.probe import Probe, check_completed_once
+from tests.fixtures_services import TEST_KEY
 from triggers.runtime import reset_runtime, runtime
 
 pytestmark = pytest.mark.chaos
@@ -103,7 +104,7 @@ def test_every_message_twice(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    api = ApiClient(f"http://127.0.0.1:{in_process_host.port}")
+    api = ApiClient(f"http://127.0.0.1:{in_process_host.port}", key=TEST_KEY)
     started = time.monotonic()
     clean = run(api, probe)
     say(f"clean run took {time.monotonic() - started:.1f} s")

@@ -91,7 +91,8 @@ def test_lost_claim_cannot_complete(
     assert not late.applied and not late.is_last_task
     assert snapshot(probe, task) == before, "a refused completion changed something"
 
-    [w2] = tasks.claim([task], "w2")
+    # A claim waits out the retry's backoff (next_attempt_at), as a redelivery would.
+    [w2] = wait_for(lambda: tasks.claim([task], "w2") or None, 10, "the retry's backoff to end")
     say(f"w2 claimed {task[-6:]} for attempt {w2.attempt}")
     assert w2.attempt == w1.attempt + 1
     assert tasks.heartbeat([task], "w1") == 0, "w1's heartbeat must not renew w2's claim"

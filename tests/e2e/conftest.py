@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -39,9 +39,13 @@ def start_hosts(
     started: list[HostProcess] = []
     env = {**os.environ, **settings_env}
 
-    def start(count: int = 1, args: Sequence[str] = ()) -> list[HostProcess]:
+    def start(
+        count: int = 1, args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+    ) -> list[HostProcess]:
+        host_env = {**env, **(extra_env or {})}
         new = [
-            HostProcess(f"host-{len(started) + n + 1}", env, tmp_path, args) for n in range(count)
+            HostProcess(f"host-{len(started) + n + 1}", host_env, tmp_path, args)
+            for n in range(count)
         ]
         started.extend(new)
         for host in new:

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 from lightsout.client import FINISHED, ApiClient, ApiError
 from lightsout.devservices import free_port
 from schemas.records import Json
+from tests.fixtures_services import TEST_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
@@ -49,7 +50,7 @@ class HostProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C of pytest reaches the fixture, not the host
             )
-        self.api = ApiClient(self.url, timeout_s=30)
+        self.api = ApiClient(self.url, timeout_s=30, key=TEST_KEY)
 
     @property
     def url(self) -> str:
@@ -89,12 +90,20 @@ class HostProcess:
 
 
 def raw_request(
-    base_url: str, method: str, path: str, data: bytes | None = None
+    base_url: str,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    key: str | None = TEST_KEY,
 ) -> tuple[int, Json]:
-    """Send bytes as they are (ApiClient always sends valid JSON); return (status, JSON body)."""
-    request = urllib.request.Request(
-        f"{base_url}/api/{path}", data, {"Content-Type": "application/json"}, method=method
-    )
+    """Send bytes as they are (ApiClient always sends valid JSON); return (status, JSON body).
+
+    The test key goes as x-functions-key unless `key` is None; `headers` add to or replace it.
+    """
+    sent = {"Content-Type": "application/json", **({"x-functions-key": key} if key else {})}
+    sent.update(headers or {})
+    request = urllib.request.Request(f"{base_url}/api/{path}", data, sent, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())

@@ -10,6 +10,7 @@ import pytest
 from lightsout.cli import main
 from tests.e2e.conftest import StartHosts
 from tests.e2e.hosts import HostProcess, finished, send_raw, wait_for
+from tests.fixtures_services import TEST_KEY
 
 Run = Callable[..., tuple[int, str]]
 
@@ -24,6 +25,7 @@ def run(
     host: HostProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Run:
     monkeypatch.setenv("LIGHTSOUT_URL", host.url)
+    monkeypatch.setenv("LIGHTSOUT_API_KEY", TEST_KEY)
 
     def run(*argv: str) -> tuple[int, str]:
         capsys.readouterr()

@@ -9,7 +9,7 @@ import pytest
 
 from lightsout.devidentity import OAuthAzurite, TokenEndpoint
 from tests.e2e.hosts import HostProcess, finished
-from tests.fixtures_services import SCHEMA, QueueNames
+from tests.fixtures_services import SCHEMA, TEST_API_KEYS, QueueNames
 
 pytestmark = pytest.mark.e2e
 CLIENT_ID = "5ca1ab1e-0000-4000-8000-0000000e2e1d"
@@ -31,6 +31,8 @@ def identity_env(
         "AzureWebJobsStorage__queueServiceUri": azurite.queue_service_uri,
         "AzureWebJobsStorage__credential": "managedidentity",
         "AzureWebJobsStorage__clientId": CLIENT_ID,
+        "LIGHTSOUT_API_KEYS": TEST_API_KEYS,
+        "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
     }
 
 

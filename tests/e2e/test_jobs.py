@@ -210,6 +210,13 @@ BAD_REQUESTS = [
     ("POST", "jobs/hello_world", b'{"n": 3, "colour": "red"}', 422, "invalid_parameters"),
     ("POST", "jobs/noop_fanout", b'{"tasks": 100001}', 422, "invalid_parameters"),
     ("POST", "jobs/noop_fanout", b"[]", 422, "invalid_parameters"),
+    # The two 500s of issue 7: RecursionError, and a DatabaseError from a NUL in jsonb.
+    ("POST", "jobs/hello_world", b"[" * 5000 + b"]" * 5000, 400, "bad_request"),
+    ("POST", "jobs/hello_world", b'{"n": 2, "name": "nul\\u0000x"}', 422, "invalid_parameters"),
+    ("POST", "jobs/hello_world", b'{"n": 9007199254740993}', 422, "invalid_parameters"),
+    ("POST", "jobs/hello_world", b"x" * (1024 * 1024 + 1), 413, "payload_too_large"),
+    ("GET", "nowhere", None, 404, "not_found"),
+    ("DELETE", "jobs", None, 405, "method_not_allowed"),
     ("GET", f"jobs/{UNKNOWN}", None, 404, "not_found"),
     ("GET", f"jobs/{UNKNOWN}/tasks", None, 404, "not_found"),
     ("POST", f"jobs/{UNKNOWN}/cancel", None, 404, "not_found"),

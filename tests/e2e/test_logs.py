@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.e2e.hosts import HostProcess, finished
+from tests.fixtures_services import TEST_KEY
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -17,7 +18,11 @@ def submit_traced(url: str, job_type: str, params: dict[str, object]) -> str:
     request = urllib.request.Request(
         f"{url}/api/jobs/{job_type}",
         json.dumps(params).encode(),
-        {"Content-Type": "application/json", "traceparent": TRACEPARENT},
+        {
+            "Content-Type": "application/json",
+            "traceparent": TRACEPARENT,
+            "x-functions-key": TEST_KEY,
+        },
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -41,12 +46,16 @@ def test_every_line_of_a_json_log_parses_and_carries_the_ids(
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     failures = [line for line in lines if "failed for good" in line["message"]]
     assert len(failures) == 1, lines
-    assert failures[0] | {
-        "job_id": job_id,
-        "stage": 1,
-        "task_id": f"{job_id}-s1-t2",
-        "trace_id": TRACE_ID,
-    } == failures[0]
+    assert (
+        failures[0]
+        | {
+            "job_id": job_id,
+            "stage": 1,
+            "task_id": f"{job_id}-s1-t2",
+            "trace_id": TRACE_ID,
+        }
+        == failures[0]
+    )
     assert failures[0]["attempt"] >= 1 and failures[0]["invocation_id"]
     # Every line the engine wrote about this job names it and the trace.
     about_job = [line for line in lines if job_id in line["message"]]

@@ -14,16 +14,29 @@ from psycopg.rows import dict_row
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.operator import EventList, PauseResponse, WorkerList
-from tests.fixtures_services import QueueNames
+from tests.fixtures_services import TEST_API_KEYS, QueueNames
 from tests.integration.test_diagnose import pump, started, task_ids
-from tests.integration.test_triggers import call_http, deliver, job, queue_message, submitted, take
+from tests.integration.test_triggers import (
+    KEY_HEADER,
+    call_http,
+    deliver,
+    job,
+    queue_message,
+    submitted,
+    take,
+)
 from triggers.runtime import Runtime, reset_runtime, runtime
 
 Conn = psycopg.Connection[dict[str, Any]]
 
 
+READER = "reader-" + "r" * 24
+
+
 @pytest.fixture
-def rt(settings_env: dict[str, str]) -> Iterator[Runtime]:
+def rt(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    keys = {**json.loads(TEST_API_KEYS), "reader": {"key": READER, "scopes": ["jobs:read"]}}
+    monkeypatch.setenv("LIGHTSOUT_API_KEYS", json.dumps(keys))
     reset_runtime()
     yield runtime()
     reset_runtime()
@@ -256,3 +269,27 @@ def test_progress_is_kept_per_attempt_and_summed_into_the_job(
     assert status == 200, body
     shown = {t["task_index"]: (t["progress"], t["progress_message"]) for t in body["tasks"]}
     assert shown[0] == (0.5, "half") and shown[1] == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "route", "scope"),
+    [
+        ("job_events", "GET", {"job_id": "ab" * 32}, "jobs:read"),
+        ("diagnose_job", "GET", {"job_id": "ab" * 32}, "jobs:read"),
+        ("list_workers", "GET", {}, "jobs:read"),
+        ("pause_job_type", "POST", {"job_type": "hello_world"}, "jobs:admin"),
+        ("resume_job_type", "POST", {"job_type": "hello_world"}, "jobs:admin"),
+        ("cancel_jobs", "POST", {}, "jobs:admin"),
+        ("retry_jobs", "POST", {}, "jobs:admin"),
+    ],
+)
+def test_reads_need_jobs_read_and_actions_jobs_admin(
+    rt: Runtime, name: str, method: str, route: dict[str, str], scope: str
+) -> None:
+    status, body = call_http(name, method, route, headers={KEY_HEADER: READER})
+    if scope == "jobs:admin":
+        assert (status, body["error"]) == (403, "forbidden")
+        assert "jobs:admin" in body["message"]
+    else:
+        assert status in (200, 404), body  # past the scope check
+    assert call_http(name, method, route, headers={KEY_HEADER: ""})[0] == 401

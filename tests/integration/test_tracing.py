@@ -23,8 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from controllers import tracing
 from repositories.tracecontext import TracedCursor, current_traceparent
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from tests.fixtures_services import QueueNames
-from tests.integration.test_triggers import FUNCTIONS, deliver, job, queue_message, take
+from tests.fixtures_services import TEST_KEY, QueueNames
+from tests.functions import FUNCTIONS
+from tests.integration.test_triggers import KEY_HEADER, deliver, job, queue_message, take
 from triggers.runtime import Runtime, reset_runtime, runtime
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -74,7 +75,7 @@ def post(job_type: str, params: dict[str, Any]) -> dict[str, Any]:
     request = func.HttpRequest(
         method="POST",
         url=f"http://localhost/api/jobs/{job_type}",
-        headers={"content-type": "application/json", "traceparent": PARENT},
+        headers={"content-type": "application/json", "traceparent": PARENT, KEY_HEADER: TEST_KEY},
         params={},
         route_params={"job_type": job_type},
         body=json.dumps(params).encode(),
@@ -174,7 +175,7 @@ def test_an_operators_retry_sends_the_tasks_again_in_the_callers_trace(
     request = func.HttpRequest(
         method="POST",
         url=f"http://localhost/api/jobs/{job_id}/retry",
-        headers={"traceparent": f"00-{retry_trace}-b7ad6b7169203331-01"},
+        headers={"traceparent": f"00-{retry_trace}-b7ad6b7169203331-01", KEY_HEADER: TEST_KEY},
         params={},
         route_params={"job_id": job_id},
         body=b"",

@@ -16,13 +16,11 @@ from typing import Any
 import azure.functions as func
 import psycopg
 import pytest
-from azure.functions.decorators.function_app import Function
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 from psycopg.rows import dict_row
 
-import function_app
 from controllers.engine import parse_message
 from lightsout.devservices import azurite_connection_string, free_port
 from schemas.exceptions import ContractViolation
@@ -31,12 +29,11 @@ from schemas.ids import JobId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import Json
 from schemas.results import StageResultContract
-from tests.fixtures_services import QueueNames
+from tests.fixtures_services import TEST_KEY, QueueNames
+from tests.functions import FUNCTIONS
 from triggers.runtime import Runtime, reset_runtime, runtime
 
-FUNCTIONS: dict[str, Function] = {
-    str(f.get_function_name()): f for f in function_app.app.get_functions()
-}
+KEY_HEADER = "x-functions-key"
 UNKNOWN_ID = "ab" * 32
 
 
@@ -62,8 +59,12 @@ def call_http(
     *,
     body: bytes = b"",
     params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, Json]:
-    """Call the HTTP function `name` the way the worker would, checking its route and method."""
+    """Call the HTTP function `name` the way the worker would, checking its route and method.
+
+    The request carries the test key (all scopes) unless `headers` says otherwise.
+    """
     function = FUNCTIONS[name]
     trigger = function.get_trigger()
     assert isinstance(trigger, HttpTrigger)
@@ -72,7 +73,7 @@ def call_http(
     request = func.HttpRequest(
         method=method,
         url=f"http://localhost/api/{path}",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", KEY_HEADER: TEST_KEY, **(headers or {})},
         params=params or {},
         route_params=route_params or {},
         body=body,
@@ -425,7 +426,7 @@ def test_health_is_200_when_database_and_queues_answer(rt: Runtime) -> None:
 
     assert status == 200
     assert HealthBody.model_validate(body) == HealthBody(
-        status="ok", checks={"database": "ok", "queues": "ok"}
+        status="ok", checks={"database": "ok", "queues": "ok"}, auth="on"
     )
 
 

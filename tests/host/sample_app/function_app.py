@@ -37,6 +37,7 @@ def get_item(req: func.HttpRequest) -> func.HttpResponse:
             "params": dict(req.params),
             "url": req.url,
             "header": req.headers.get("x-sample"),
+            "headers": sorted(req.headers.keys()),
         }
     )
 
