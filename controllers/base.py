@@ -31,6 +31,11 @@ from schemas.status import StageStatus
 
 P = TypeVar("P", bound=BaseModel)
 ResultPages = Callable[[], Iterator[list[tuple[int, Json | None]]]]
+ProgressSink = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,13 @@ class TaskContext(Generic[P]):
     max_attempts: int
     params: P
     task: Json
+    report: ProgressSink = _no_progress
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far this attempt is (0..1), shown in the job's progress; cheap to call."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress must be a fraction within 0..1, not {fraction}")
+        self.report(fraction, message)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,19 @@ from typing import Protocol
 
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.operator import (
+    ExpiredClaim,
+    JanitorAction,
+    JobStage,
+    JobState,
+    JobTypePause,
+    PoisonNote,
+    Resumed,
+    ScheduledRetry,
+    SentMessage,
+    StageCounters,
+    StatusChange,
+)
 from schemas.queued import RawMessage
 from schemas.records import (
     Advance,
@@ -52,6 +65,8 @@ class JobStore(Protocol):
 
     def mark_dispatched(self, job_id: JobId, stage: int) -> None: ...
 
+    def hold_if_paused(self, job_id: JobId, stage: int) -> bool: ...
+
     def take_dispatch_lease(
         self, job_id: JobId, stage: int, holder: str, lease: timedelta
     ) -> bool: ...
@@ -84,6 +99,12 @@ class JobStore(Protocol):
 
 class TaskStore(Protocol):
     def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool: ...
+
+    def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool: ...
+
+    def report_progress(
+        self, task_id: TaskId, attempt: int, fraction: float, message: str
+    ) -> bool: ...
 
     def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]: ...
 
@@ -208,3 +229,39 @@ class JanitorQueues(MessageBus, Protocol):
     ) -> list[RawMessage]: ...
 
     def delete_raw(self, queue: str, message: RawMessage) -> None: ...
+
+
+class OperatorStore(Protocol):
+    """What the operator's controllers (pause, bulk actions, diagnose) need from storage."""
+
+    def pause(self, job_type: str, actor: str, reason: str | None) -> tuple[bool, JobTypePause]: ...
+
+    def resume(self, job_type: str, actor: str) -> Resumed: ...
+
+    def pauses(self) -> dict[str, JobTypePause]: ...
+
+    def unsent_of_type(self, job_type: str) -> tuple[list[JobStage], list[JobStage]]: ...
+
+    def matching_jobs(
+        self, job_type: str | None, status: JobStatus | None, after: str = "", limit: int = 500
+    ) -> list[JobState]: ...
+
+    def stage_counters(self, job_id: JobId) -> list[StageCounters]: ...
+
+    def tasks_by_status(self, job_id: JobId) -> dict[TaskStatus, int]: ...
+
+    def outbox(self, job_id: JobId) -> tuple[int, int]: ...
+
+    def waiting_since(self, job_id: JobId) -> SentMessage | None: ...
+
+    def silent_claims(
+        self, job_id: JobId, silent_for: timedelta, at_most: timedelta | None = None
+    ) -> list[ExpiredClaim]: ...
+
+    def scheduled_retries(self, job_id: JobId) -> list[ScheduledRetry]: ...
+
+    def poison_of(self, job_id: JobId) -> list[PoisonNote]: ...
+
+    def ended_by(self, job_id: JobId, status: JobStatus) -> StatusChange | None: ...
+
+    def last_janitor_action(self, job_id: JobId) -> JanitorAction | None: ...

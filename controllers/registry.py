@@ -13,6 +13,8 @@ from schemas.exceptions import JobTypeError
 from schemas.messages import MAX_TASK_IDS
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Literal segments of routes next to POST /api/jobs/{job_type} (triggers/operator.py).
+RESERVED = frozenset({"cancel", "retry", "purge"})
 
 C = TypeVar("C", bound=type[BaseController[Any]])
 
@@ -53,6 +55,10 @@ class Registry:
         name = getattr(cls, "job_type", None)
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise JobTypeError(f"{cls.__name__}.job_type must match {NAME.pattern}")
+        if name in RESERVED:
+            raise JobTypeError(
+                f"job type name {name!r} is reserved by the API: not one of {sorted(RESERVED)}"
+            )
         if name in self._types:
             raise JobTypeError("job type registered twice", job_type=name)
         controller = cls()

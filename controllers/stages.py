@@ -69,6 +69,9 @@ class StageDriver:
                 msg.stage,
             )
             return
+        if self.jobs.hold_if_paused(job.job_id, msg.stage):
+            log.info("job %s stage %d held: its job type is paused", job.job_id, msg.stage)
+            return
         controller = self.registry.get(job.job_type)
         if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
             try:

@@ -20,6 +20,7 @@ from controllers.faults import crash_point
 from controllers.limits import checked_result
 from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
+from controllers.progress import ProgressReport
 from controllers.registry import Registry
 from controllers.stages import StageDriver
 from controllers.tracing import in_task_span
@@ -101,6 +102,9 @@ class TaskRunner:
         recorded by this loop, under the same outage handling; one that cannot be recorded
         never discards another's.
         """
+        if self.tasks.hold_if_paused(msg.job_id, msg.task_ids):
+            log.info("job %s stage %d: its job type is paused; tasks held", msg.job_id, msg.stage)
+            return
         claims = self.tasks.claim(msg.task_ids, self.worker)
         if claims:
             self._run_claims(msg, claims)
@@ -196,6 +200,7 @@ class TaskRunner:
             max_attempts=claim.max_attempts,
             params=params,
             task=claim.parameters,
+            report=ProgressReport(self.tasks, claim.task_id, claim.attempt),
         )
         try:
             result = checked_result(_json_object(controller.stage(claim.stage).run(ctx)))

@@ -121,6 +121,14 @@ class JobRepository:
         ):
             conn.execute("SELECT release_dispatch_lease(%s, %s, %s)", (job_id, stage, holder))
 
+    def hold_if_paused(self, job_id: JobId, stage: int) -> bool:
+        """Hold the stage's start while the job's type is paused; return whether it is."""
+        with translated("check pause", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT hold_job_if_paused(%s, %s) AS held", (job_id, stage)
+            ).fetchone()
+        return bool(row and row["held"])
+
     def advance(
         self,
         job_id: JobId,

@@ -21,7 +21,11 @@ class RecoveryRepository:
         with translated("find expired tasks"), self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT task_id, job_id, stage, attempt FROM tasks WHERE status = 'processing'"
-                " AND heartbeat_at < now() - %s ORDER BY heartbeat_at LIMIT %s",
+                " AND heartbeat_at < now() - %s"
+                # A paused job type's tasks wait for the resume, however long (sql/0004).
+                " AND NOT EXISTS (SELECT 1 FROM jobs j JOIN job_type_pauses p USING (job_type)"
+                " WHERE j.job_id = tasks.job_id)"
+                " ORDER BY heartbeat_at LIMIT %s",
                 (lease, limit),
             ).fetchall()
         return [parse_row(ExpiredTask, row) for row in rows]

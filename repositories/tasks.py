@@ -64,6 +64,23 @@ class TaskRepository:
                     )
         return True
 
+    def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool:
+        """Hold the unclaimed tasks while the job's type is paused; return whether it is."""
+        with translated("check pause", job_id=job_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT hold_tasks_if_paused(%s, %s) AS held", (job_id, list(task_ids))
+            ).fetchone()
+        return bool(row and row["held"])
+
+    def report_progress(self, task_id: TaskId, attempt: int, fraction: float, message: str) -> bool:
+        """Record how far the running attempt is; False when it no longer holds the task."""
+        with translated("report progress", task_id=task_id), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT report_task_progress(%s, %s, %s, %s) AS applied",
+                (task_id, attempt, fraction, message),
+            ).fetchone()
+        return bool(row and row["applied"])
+
     def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]:
         """Claim each task for its next attempt; tasks another delivery holds are left out."""
         with translated("claim tasks", worker=worker), self._pool.connection() as conn:

@@ -46,6 +46,7 @@ class SubmitResponse(_Body):
 
 
 class Progress(_Body):
+    fraction: float = Field(ge=0, le=1, description="ended tasks and running tasks' reports")
     total: int
     completed: int
     failed: int
@@ -56,6 +57,7 @@ class StageProgress(_Body):
     stage: int
     name: str
     status: StageStatus
+    fraction: float = Field(ge=0, le=1)
     task_count: int
     completed: int
     failed: int
@@ -104,6 +106,8 @@ class TaskView(_Body):
     attempt: int
     result: dict[str, Any] | None
     error: TaskError | None
+    progress: float | None = None
+    progress_message: str | None = None
     updated_at: datetime
     finished_at: datetime | None
 
@@ -125,6 +129,9 @@ class JobTypeInfo(_Body):
     description: str
     stages: list[StageInfo]
     parameters_schema: dict[str, Any]
+    paused: bool = False
+    paused_by: str | None = None
+    paused_at: datetime | None = None
 
 
 class JobTypeList(_Body):

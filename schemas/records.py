@@ -80,6 +80,10 @@ class TaskRecord(_Row):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_attempt: int | None = None
+    progress_at: datetime | None = None
 
 
 class JobEvent(_Row):

@@ -115,6 +115,10 @@ class TaskRow:
     next_attempt_at: datetime | None = None
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_attempt: int | None = None
+    progress_at: datetime | None = None
 
 
 class FakeDatabase:
@@ -218,6 +222,9 @@ class FakeJobStore:
             if (job_id, stage) not in self.db.stages:
                 raise NotFound("stage not found", job_id=job_id, stage=stage)
             return StageRecord.model_validate(asdict(self.db.stages[job_id, stage]))
+
+    def hold_if_paused(self, job_id: JobId, stage: int) -> bool:
+        return False  # the fakes know no pauses (tests/integration test them)
 
     def mark_dispatched(self, job_id: JobId, stage: int) -> None:
         with self.db.lock:
@@ -398,6 +405,18 @@ class FakeTaskStore:
                     now,
                     now,
                 )
+            return True
+
+    def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool:
+        return False
+
+    def report_progress(self, task_id: TaskId, attempt: int, fraction: float, message: str) -> bool:
+        with self.db.lock:
+            task = self.db.tasks.get(task_id)
+            if task is None or task.status is not TaskStatus.PROCESSING or task.attempt != attempt:
+                return False
+            task.progress, task.progress_message = fraction, message
+            task.progress_attempt, task.progress_at = attempt, self.db.now()
             return True
 
     def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import azure.functions as func
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
+from controllers.progress import job_fraction, stage_fraction
 from controllers.registry import registry
 from controllers.tracing import continued
+from repositories.operator import OperatorRepository
 from schemas.auth import Identity, Scope
 from schemas.exceptions import Conflict
 from schemas.http import (
@@ -32,19 +33,20 @@ from schemas.http import (
     TaskList,
     TaskView,
 )
-from schemas.ids import JobId, parse_job_id
+from schemas.operator import JobTypePause
 from schemas.records import JobRecord
 from schemas.status import JobStatus, TaskStatus
 from triggers.auth import protected, require
 from triggers.inputs import json_body
 from triggers.openapi import openapi_document
+from triggers.params import enum_param as _enum_param
+from triggers.params import job_id_param as _job_id
 from triggers.responses import BadRequest, int_param, json_response
 from triggers.runtime import auth_notice, runtime
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
 ANON = func.AuthLevel.ANONYMOUS
-E = TypeVar("E", bound=StrEnum)
 API_VERSION = "1.0"
 
 
@@ -168,7 +170,8 @@ def replay_poison(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
 @bp.route(route="job-types", methods=["GET"], auth_level=ANON)
 @protected(Scope.READ)
 def job_types(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
-    """Describe each job type: its stages and its parameters' JSON Schema."""
+    """Describe each job type: its stages, its parameters' JSON Schema, whether it is paused."""
+    pauses = OperatorRepository(runtime().pool).pauses()
     infos = [
         JobTypeInfo(
             job_type=c.job_type,
@@ -180,6 +183,7 @@ def job_types(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
                 for n, s in enumerate(c.stages, start=1)
             ],
             parameters_schema=c.parameters.model_json_schema(),
+            **pause_fields(pauses.get(c.job_type)),
         )
         for c in runtime().engine.registry
     ]
@@ -224,7 +228,9 @@ def _database_problem() -> str | None:
 def job_view(job: JobRecord) -> JobView:
     """Return the API view of a job, with progress from its stage counters."""
     stages = runtime().jobs.stages(job.job_id)
+    running = OperatorRepository(runtime().pool).running_progress(job.job_id)
     progress = Progress(
+        fraction=job_fraction(stages, running, job.total_stages),
         total=sum(s.task_count for s in stages),
         completed=sum(s.completed_count for s in stages),
         failed=sum(s.failed_count for s in stages),
@@ -235,6 +241,7 @@ def job_view(job: JobRecord) -> JobView:
             stage=s.stage,
             name=s.name,
             status=s.status,
+            fraction=stage_fraction(s, running.get(s.stage, 0.0)),
             task_count=s.task_count,
             completed=s.completed_count,
             failed=s.failed_count,
@@ -254,25 +261,15 @@ def _without_traceback(view: TaskView) -> TaskView:
     return view.model_copy(update={"error": view.error.model_copy(update={"traceback": None})})
 
 
+def pause_fields(pause: JobTypePause | None) -> dict[str, Any]:
+    """Return the pause fields of a job type's description."""
+    return {
+        "paused": pause is not None,
+        "paused_by": pause.paused_by if pause else None,
+        "paused_at": pause.paused_at if pause else None,
+    }
+
+
 def _fields_of(view: type[BaseModel], record: BaseModel) -> dict[str, Any]:
     """Return the part of a record that a (smaller, extra="forbid") view shows."""
     return record.model_dump(include=set(view.model_fields))
-
-
-def _job_id(req: func.HttpRequest) -> JobId:
-    raw = req.route_params.get("job_id", "")
-    try:
-        return parse_job_id(raw)
-    except ValueError as exc:
-        raise BadRequest(f"malformed job id {raw!r}: {exc}") from exc
-
-
-def _enum_param(req: func.HttpRequest, name: str, kind: type[E]) -> E | None:
-    raw = req.params.get(name)
-    if not raw:
-        return None
-    try:
-        return kind(raw)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise BadRequest(f"query parameter {name!r} must be one of {allowed}") from None

@@ -27,6 +27,14 @@ from schemas.http import (
     SubmitResponse,
     TaskList,
 )
+from schemas.operator import (
+    BulkCancelResponse,
+    BulkRetryResponse,
+    Diagnosis,
+    EventList,
+    PauseResponse,
+    WorkerList,
+)
 from schemas.records import Json
 from schemas.status import JobStatus, TaskStatus
 
@@ -61,6 +69,12 @@ RESPONSES: list[type[BaseModel]] = [
     JobTypeList,
     HealthBody,
     ErrorBody,
+    EventList,
+    Diagnosis,
+    PauseResponse,
+    BulkCancelResponse,
+    BulkRetryResponse,
+    WorkerList,
 ]
 
 
@@ -90,6 +104,7 @@ def _document(registry: Registry, version: str, job_types: tuple[str, ...]) -> J
         "/poison": {"get": _list_poison(ref)},
         "/poison/{poison_id}/replay": {"post": _replay(ref)},
         "/job-types": {"get": _job_types(ref)},
+        **_operator_paths(ref),
     }
     for controller in registry:
         params = ref(controller.parameters, "validation")
@@ -254,6 +269,100 @@ def _replay(ref: Any) -> Json:
 def _job_types(ref: Any) -> Json:
     ok = {200: ("every job type with its stages and parameter schema", ref(JobTypeList))}
     return _protected("job_types", "Describe the job types", "jobs:read", ok, [], ref)
+
+
+def _operator_paths(ref: Any) -> Json:
+    """The operator's routes (triggers/operator.py)."""
+    job_type = {"name": "job_type", "in": "path", "required": True, "schema": {"type": "string"}}
+    filters = [
+        _query("job_type", {"type": "string"}, "only jobs of this type"),
+        _query("status", _enum(JobStatus), "only jobs with this status"),
+    ]
+    reason = {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "maxLength": 500}},
+    }
+    minutes = {"type": "integer", "minimum": 1, "maximum": 1440, "default": 10}
+    pause = _protected(
+        "pause_job_type",
+        "Pause a job type: new jobs wait, its messages are held",
+        "jobs:admin",
+        {202: ("paused (again: unchanged)", ref(PauseResponse))},
+        [413, 422],
+        ref,
+        [job_type],
+    )
+    pause["requestBody"] = {"required": False, "content": {"application/json": {"schema": reason}}}
+    bulk = "at least one filter; matched counts every match, the rest what this call changed"
+    return {
+        "/jobs/{job_id}/events": {
+            "get": _protected(
+                "job_events",
+                "A job's history, oldest first",
+                "jobs:read",
+                {200: ("events", ref(EventList))},
+                [404],
+                ref,
+                [JOB_ID, _limit(100, 1000), CURSOR],
+            )
+        },
+        "/jobs/{job_id}/diagnose": {
+            "get": _protected(
+                "diagnose_job",
+                "Why the job is where it is: a state, a verdict, the evidence",
+                "jobs:read",
+                {200: ("the diagnosis", ref(Diagnosis))},
+                [404],
+                ref,
+                [JOB_ID],
+            )
+        },
+        "/job-types/{job_type}/pause": {"post": pause},
+        "/job-types/{job_type}/resume": {
+            "post": _protected(
+                "resume_job_type",
+                "Resume a paused job type where its jobs stopped",
+                "jobs:admin",
+                {202: ("resumed", ref(PauseResponse))},
+                [],
+                ref,
+                [job_type],
+            )
+        },
+        "/jobs/cancel": {
+            "post": _protected(
+                "cancel_jobs",
+                f"Cancel every unfinished job that matches ({bulk})",
+                "jobs:admin",
+                {202: ("how many matched and were cancelled", ref(BulkCancelResponse))},
+                [],
+                ref,
+                filters,
+            )
+        },
+        "/jobs/retry": {
+            "post": _protected(
+                "retry_jobs",
+                f"Retry every failed job that matches ({bulk})",
+                "jobs:admin",
+                {202: ("how many matched and were retried", ref(BulkRetryResponse))},
+                [],
+                ref,
+                filters,
+            )
+        },
+        "/workers": {
+            "get": _protected(
+                "list_workers",
+                "Hosts holding tasks or that claimed one lately",
+                "jobs:read",
+                {200: ("workers", ref(WorkerList))},
+                [],
+                ref,
+                [_query("minutes", minutes, "how far back a claim counts")],
+            )
+        },
+    }
 
 
 def _health(body: Json) -> Json:

@@ -71,7 +71,9 @@ class NoopFanout(BaseController[NoopParams]):
             with open(log_path, "a", encoding="utf-8") as log:  # one short append per run
                 log.write(f"{ctx.task_id} {ctx.attempt}\n")
         if ctx.params.sleep_ms:
-            time.sleep(ctx.params.sleep_ms / 1000)
+            time.sleep(ctx.params.sleep_ms / 2000)
+            ctx.progress(0.5, "slept half")
+            time.sleep(ctx.params.sleep_ms / 2000)
         if ctx.index in ctx.params.fail_task_indices:
             raise InjectedFailure(f"task {ctx.index} fails on every attempt")
         if ctx.index in ctx.params.flaky_task_indices and ctx.attempt == 1:

@@ -46,7 +46,13 @@ def test_hello_world_completes_with_a_contract_per_stage_and_the_finalize_result
         assert result.aggregate == {"messages": 50}
     assert [r.name for r in results.values()] == ["greet", "reply"]
     assert job["result"] == {"greetings": 50, "replies": 50, "summary": "50 hellos, 50 replies"}
-    assert job["progress"] == {"total": 100, "completed": 100, "failed": 0, "remaining": 0}
+    assert job["progress"] == {
+        "fraction": 1.0,
+        "total": 100,
+        "completed": 100,
+        "failed": 0,
+        "remaining": 0,
+    }
 
 
 def test_prime_count_fans_out_as_stage_one_decided_and_counts_right(

@@ -33,6 +33,13 @@ ROUTES = {
     "list_poison": ("GET", {}),
     "replay_poison": ("POST", {"poison_id": "1"}),
     "job_types": ("GET", {}),
+    "job_events": ("GET", {"job_id": UNKNOWN}),
+    "diagnose_job": ("GET", {"job_id": UNKNOWN}),
+    "pause_job_type": ("POST", {"job_type": "hello_world"}),
+    "resume_job_type": ("POST", {"job_type": "hello_world"}),
+    "cancel_jobs": ("POST", {}),
+    "retry_jobs": ("POST", {}),
+    "list_workers": ("GET", {}),
 }
 
 

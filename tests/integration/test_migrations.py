@@ -11,12 +11,21 @@ from pydantic import BaseModel
 
 from repositories.migrations import discover, migrate, status
 from schemas.exceptions import MigrationError
+from schemas.operator import JobTypePause, StageCounters
 from schemas.records import Claim, Completion, JobEvent, JobRecord, StageRecord, TaskRecord
 from schemas.status import JobStatus, StageStatus, TaskStatus
 
 SCHEMA = "lightsout"
 LATEST = len(discover())
-TABLES = {"jobs", "job_stages", "tasks", "job_events", "poison_messages", "schema_migrations"}
+TABLES = {
+    "jobs",
+    "job_stages",
+    "tasks",
+    "job_events",
+    "poison_messages",
+    "schema_migrations",
+    "job_type_pauses",
+}
 PROCEDURES = {
     "submit_job",
     "start_stage",
@@ -44,6 +53,12 @@ PROCEDURES = {
     "record_poison",
     "claim_poison_replay",
     "release_poison_replay",
+    # 0004
+    "pause_job_type",
+    "resume_job_type",
+    "hold_job_if_paused",
+    "hold_tasks_if_paused",
+    "report_task_progress",
 }
 
 CATALOG_QUERIES = {
@@ -165,6 +180,8 @@ def test_records_match_their_tables(database_url: str) -> None:
         (TaskRecord, "tasks"),
         (JobEvent, "job_events"),
         (Claim, "tasks"),
+        (JobTypePause, "job_type_pauses"),
+        (StageCounters, "job_stages"),
     ]
     for model, table in readers:
         missing = set(model.model_fields) - columns(database_url, table)

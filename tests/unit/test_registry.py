@@ -152,3 +152,9 @@ def test_an_unknown_job_type_names_the_known_ones() -> None:
 def test_the_built_in_job_types_are_declared_rightly() -> None:
     assert {"hello_world", "noop_fanout", "prime_count"} <= {c.job_type for c in registry}
     assert all(problems_of(controller) == [] for controller in registry)
+
+
+@pytest.mark.parametrize("name", ["cancel", "retry", "purge"])
+def test_names_of_the_operator_routes_are_reserved(name: str) -> None:
+    # POST /api/jobs/cancel must never be mistaken for submitting a job of type "cancel".
+    assert "reserved by the API" in refusal(job_type(name))
