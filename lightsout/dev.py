@@ -153,6 +153,8 @@ def write_settings(app_dir: Path, state: DevState) -> dict[str, str]:
             "DATABASE_URL": state.postgres.dsn,
             "LIGHTSOUT_SCHEMA": SCHEMA,
             "LIGHTSOUT_API_KEYS": json.dumps(keys),
+            # A development set-up: noop_fanout, the self-test job type, is there to try.
+            "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
         }
     )
     document.update({"IsEncrypted": False, "Values": values})
