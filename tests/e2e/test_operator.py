@@ -26,7 +26,7 @@ def diagnosis(api: ApiClient, job_id: str) -> Json:
 
 
 def test_pause_keeps_new_jobs_queued_and_resume_finishes_them_with_attempts_unchanged(
-    start_hosts: StartHosts, settings_env: dict[str, str]
+    start_hosts: StartHosts, database_url: str
 ) -> None:
     (host,) = start_hosts()
     api = host.api
@@ -61,7 +61,7 @@ def test_pause_keeps_new_jobs_queued_and_resume_finishes_them_with_attempts_unch
 
     assert finished(api, early)["status"] == "completed"
     assert finished(api, late)["status"] == "completed"
-    attempts = rows(settings_env["DATABASE_URL"], "SELECT DISTINCT attempt FROM tasks")
+    attempts = rows(database_url, "SELECT DISTINCT attempt FROM tasks")
     assert attempts == [{"attempt": 1}]
     actions = [
         e["detail"]["action"]
