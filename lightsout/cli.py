@@ -1,4 +1,4 @@
-"""The command line: host, migrate, submit, status."""
+"""The command line: host, migrate, submit, status, bench."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
     submit.add_argument("--timeout", type=float, default=600.0)
     submit.add_argument("--url", default=os.environ.get("LIGHTSOUT_URL", DEFAULT_URL))
+
+    bench = sub.add_parser("bench", help="run the benchmarks (bench/suite.py)", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
 
     stat = sub.add_parser("status", help="show a job")
     stat.add_argument("job_id")
@@ -98,7 +101,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(argv: Sequence[str]) -> int:
+    from bench.suite import main as bench_main  # the bench ships with the repository only
+
+    return bench_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its options are its own (bench/suite.py)
+        return _bench(argv[1:])
     args = _parser().parse_args(argv)
     commands = {"host": _host, "migrate": _migrate, "submit": _submit, "status": _status}
     try:
