@@ -25,7 +25,7 @@ from bench.services import RUN_DIR, host_env, hosts, scratch_database
 from lightsout.devservices import AzuriteService, PostgresService, ensure_azurite, ensure_postgres
 from repositories.migrations import migrate
 
-ROWS = ("raw", "e2e", "transitions", "submit", "stage100k", "history", "celery")
+ROWS = ("raw", "http", "e2e", "transitions", "submit", "stage100k", "history", "celery")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,19 @@ class Bench:
         for key, fig in (("send", send), ("receive", recv), ("commit", commits)):
             self.limits[key] = statistics.median(fig.values)
             fig.raw = "(the limit)"
+
+    def http(self) -> None:
+        kept = self.figure("GET /api/health p50, keep-alive connection", "ms")
+        fresh = self.figure("GET /api/health p50, new connection each request", "ms")
+        with self.database() as dsn:
+            migrate(dsn, "lightsout")
+            with hosts(1, self.env(dsn), ("--functions", "http")) as started:
+                for _ in range(self.runs):
+                    for fig, keep in ((kept, True), (fresh, False)):
+                        took = workloads.health_latencies(started[0].url, 200, keep)
+                        fig.values.append(1000 * statistics.median(took))
+        kept.raw = f"new connection: {_num(statistics.median(fresh.values))} ms"
+        fresh.raw = "(the reference)"
 
     def e2e(self) -> None:
         n = self.sizes.fanout

@@ -102,6 +102,25 @@ def submissions(url: str, clients: int, per_client: int, tag: str) -> Submission
     )
 
 
+def health_latencies(url: str, requests: int, keep_alive: bool) -> list[float]:
+    """Seconds per GET /api/health, on one kept-alive connection or a new one each time."""
+    split = urlsplit(url)
+    conn: http.client.HTTPConnection | None = None
+    took = []
+    for _ in range(requests):
+        if conn is None or not keep_alive:
+            conn = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=30)
+        started = time.monotonic()
+        conn.request("GET", "/api/health")
+        conn.getresponse().read()
+        took.append(time.monotonic() - started)
+        if not keep_alive:
+            conn.close()
+    if conn is not None:
+        conn.close()
+    return sorted(took)
+
+
 def percentile(ordered: list[float], pct: float) -> float:
     """The nearest-rank percentile of sorted values."""
     if not ordered:

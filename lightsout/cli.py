@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightsout.client import ApiClient, ApiError, parse_assignments, watch
+from lightsout.host.errors import HostConfigError
+from lightsout.host.roles import ALL_KINDS, parse_kinds
 from repositories.migrations import migrate, status
 from schemas.exceptions import LightsoutError
 from schemas.settings import DatabaseSettings, Settings, load
@@ -28,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     host.add_argument("--concurrency", type=int, default=None, help="in-flight messages per queue")
     host.add_argument("--app-dir", type=Path, default=APP_DIR)
     host.add_argument("--no-migrate", action="store_true", help="do not migrate up at start")
+    host.add_argument(
+        "--functions",
+        type=_kinds,
+        default=ALL_KINDS,
+        help="what to serve: http, queues, timers, any combination (default all)",
+    )
 
     mig = sub.add_parser("migrate", help="apply or revert the schema migrations")
     mig.add_argument("direction", choices=["up", "down", "status"])
@@ -50,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _kinds(text: str) -> frozenset[str]:
+    try:
+        return parse_kinds(text)
+    except HostConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _host(args: argparse.Namespace) -> int:
     from lightsout.host import load_local_settings, serve
 
@@ -63,7 +78,7 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
     if not args.no_migrate:
         migrate(settings.conninfo, settings.schema_name)
-    return serve(args.app_dir, port=args.port, concurrency=args.concurrency)
+    return serve(args.app_dir, port=args.port, concurrency=args.concurrency, kinds=args.functions)
 
 
 def _migrate(args: argparse.Namespace) -> int:
