@@ -33,6 +33,13 @@ TOP_SQL = (
     " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 20"
 )
 
+TIMELINE = (
+    "SELECT stage, floor(extract(epoch FROM claimed_at - (SELECT min(created_at)"
+    " FROM lightsout.jobs)))::int AS second, count(*) AS claimed, min(s.started_at)::time"
+    " FROM lightsout.tasks t JOIN lightsout.job_stages s USING (job_id, stage)"
+    " GROUP BY 1, 2 ORDER BY 1, 2"
+)
+
 
 class StatsCluster(ClusterPostgres):
     def start(self) -> None:
@@ -97,6 +104,8 @@ def main() -> None:
             f" {args.tasks * args.stages / took:.0f} tasks/s"
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
+            for row in conn.execute(TIMELINE).fetchall():
+                print("timeline", *row)
             for row in conn.execute(TOP_SQL).fetchall():
                 print(" | ".join(str(v) for v in row))
             print(

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from controllers.base import BaseController
+from controllers.base import AUTO_PACKING, BaseController
 from schemas.exceptions import JobTypeError
 from schemas.messages import MAX_TASK_IDS
 
@@ -31,8 +31,11 @@ def problems_of(controller: BaseController[Any]) -> list[str]:
     for number, stage in enumerate(controller.stages, start=1):
         if not NAME.fullmatch(stage.name):
             problems.append(f"stage {number} name {stage.name!r} must match {NAME.pattern}")
-        if not 1 <= stage.tasks_per_message <= MAX_TASK_IDS:
-            problems.append(f"stage {stage.name!r}: tasks_per_message must be 1..{MAX_TASK_IDS}")
+        if not AUTO_PACKING <= stage.tasks_per_message <= MAX_TASK_IDS:
+            problems.append(
+                f"stage {stage.name!r}: tasks_per_message must be 1..{MAX_TASK_IDS},"
+                " or AUTO_PACKING (0)"
+            )
         if stage.max_attempts is not None and stage.max_attempts < 1:
             problems.append(f"stage {stage.name!r}: max_attempts must be >= 1")
     if not 0.0 <= controller.failure_policy.max_failed_fraction <= 1.0:

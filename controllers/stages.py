@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext, Json
+from controllers.base import (
+    AggregateContext,
+    BaseController,
+    BuildContext,
+    FinalizeContext,
+    Json,
+    packing_for,
+)
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
@@ -223,7 +230,11 @@ def _failure(result: StageResultContract, failed: list[TaskRecord]) -> Json:
 def task_messages(
     job_id: JobId, stage: int, task_ids: Sequence[TaskId], per_message: int
 ) -> list[TaskQueueMessage]:
-    """Pack a stage's task ids into messages of at most `per_message` tasks each."""
+    """Pack a stage's task ids into messages of at most `per_message` tasks each.
+
+    A `per_message` of AUTO_PACKING picks the size from how many tasks are sent.
+    """
+    per_message = packing_for(per_message, len(task_ids))
     return [
         TaskQueueMessage(job_id=job_id, stage=stage, task_ids=list(task_ids[i : i + per_message]))
         for i in range(0, len(task_ids), per_message)

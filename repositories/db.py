@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -15,6 +18,18 @@ Connection = psycopg.Connection[dict[str, object]]
 def set_search_path(conn: psycopg.Connection[object], schema: str) -> None:
     """Point unqualified names at `schema` for the rest of the session."""
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def autocommit(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
+    """Check out a connection in autocommit mode, for one self-contained statement."""
+    with pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not conn.closed:  # a broken connection is thrown away by the pool
+                conn.autocommit = False
 
 
 def open_pool(settings: Settings, name: str = "lightsout") -> ConnectionPool[Connection]:

@@ -11,8 +11,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from repositories.db import Connection
+from repositories.db import Connection, autocommit
 from repositories.errors import parse_row, translated
+from repositories.groupcommit import GroupCommit
 from repositories.paging import Page, decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
@@ -49,6 +50,7 @@ class Finish:
 class TaskRepository:
     def __init__(self, pool: ConnectionPool[Connection]) -> None:
         self._pool = pool
+        self._group = GroupCommit(self._finish_batch)
 
     def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool:
         """Start the stage with its task rows in one transaction; False if already started."""
@@ -114,29 +116,40 @@ class TaskRepository:
         return parse_row(Completion, row)
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Completion]:
-        """Record several claimed attempts' ends in one round trip, each fenced on its own."""
-        if not finishes:
-            return []
-        finishes = sorted(finishes, key=lambda f: f.task_id)
+        """Record claimed attempts' ends, each fenced on its own; one Completion per finish.
+
+        Concurrent callers are group-committed: their finishes go in one transaction.
+        """
+        return self._group(finishes) if finishes else []
+
+    def _finish_batch(self, finishes: Sequence[Finish]) -> list[Completion]:
+        # Rows are locked in task_id order everywhere, so merged batches cannot deadlock.
+        order = sorted(range(len(finishes)), key=lambda i: finishes[i].task_id)
+        ordered = [finishes[i] for i in order]
         columns = (
-            [f.task_id for f in finishes],
-            [f.attempt for f in finishes],
-            [f.status.value for f in finishes],
-            [Jsonb(f.result) if f.result is not None else None for f in finishes],
-            [Jsonb(f.error.model_dump(mode="json")) if f.error else None for f in finishes],
+            [f.task_id for f in ordered],
+            [f.attempt for f in ordered],
+            [f.status.value for f in ordered],
+            [Jsonb(f.result) if f.result is not None else None for f in ordered],
+            [Jsonb(f.error.model_dump(mode="json")) if f.error else None for f in ordered],
         )
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 with (
                     translated("complete tasks", tasks=len(finishes)),
-                    self._pool.connection() as conn,
+                    autocommit(self._pool) as conn,
                 ):
+                    # Autocommit: the statement commits inside the server, so the stage
+                    # locks are not held across a client round trip for the COMMIT.
                     rows = conn.execute(
                         "SELECT * FROM complete_tasks_and_check_stage"
                         "(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
                         columns,
                     ).fetchall()
-                return [parse_row(Completion, row) for row in rows]
+                completions: list[Completion | None] = [None] * len(finishes)
+                for position, row in zip(order, rows, strict=True):
+                    completions[position] = parse_row(Completion, row)
+                return [c for c in completions if c is not None]
             except TransactionConflict:
                 # The whole transaction rolled back, so running it again is safe.
                 if attempt == CONFLICT_RETRIES:

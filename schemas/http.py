@@ -112,7 +112,8 @@ class StageInfo(_Body):
     stage: int
     name: str
     task_type: str
-    tasks_per_message: int
+    # None: packed automatically from the number of tasks sent (controllers.base.packing_for).
+    tasks_per_message: int | None
 
 
 class JobTypeInfo(_Body):

@@ -150,7 +150,10 @@ def job_types(req: func.HttpRequest) -> func.HttpResponse:
             description=c.description,
             stages=[
                 StageInfo(
-                    stage=n, name=s.name, task_type=s.name, tasks_per_message=s.tasks_per_message
+                    stage=n,
+                    name=s.name,
+                    task_type=s.name,
+                    tasks_per_message=s.tasks_per_message or None,
                 )
                 for n, s in enumerate(c.stages, start=1)
             ],
