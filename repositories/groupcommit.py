@@ -58,7 +58,8 @@ class GroupCommit(Generic[T, R]):
     def _lead(self) -> None:
         """Write what is queued (up to max_items), then hand the lead to the next caller."""
         with self._lock:
-            batch, taken = [], 0
+            batch: list[_Request[T, R]] = []
+            taken = 0
             while self._queue and (not batch or taken + len(self._queue[0].items) <= self._max):
                 batch.append(self._queue.pop(0))
                 taken += len(batch[-1].items)
