@@ -20,6 +20,7 @@ from controllers.base import (
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
+from controllers.transitions import enter_stage
 from repositories.tasks import NewTask
 from schemas.exceptions import QueueError
 from schemas.ids import JobId, TaskId
@@ -141,7 +142,7 @@ class StageDriver:
                 return self._complete(controller, job, result, actor)
             advanced = self.jobs.advance(job_id, result, actor=actor).advanced
             if advanced:
-                self.send_stage(job_id, stage + 1)
+                enter_stage(self, job_id, stage + 1)
             return advanced
         except UserCodeError as exc:
             return self.jobs.fail(job_id, exc.as_error(), actor, str(exc))

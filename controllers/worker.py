@@ -17,6 +17,7 @@ from typing import Any
 
 from controllers.base import BaseController, RetryPolicy, TaskContext
 from controllers.faults import crash_point
+from controllers.jobspecs import job_specs
 from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
@@ -99,9 +100,8 @@ class TaskRunner:
         if not claims:
             log.info("nothing to claim in message for %s stage %d", msg.job_id, msg.stage)
             return
-        job = self.jobs.get(msg.job_id)
-        controller = self.registry.get(job.job_type)
-        params = controller.parameters.model_validate(job.parameters)
+        spec = job_specs.of(msg.job_id, self.jobs, self.registry)
+        controller, params = spec.controller, spec.params
         ids = [claim.task_id for claim in claims]
         last = False
         with (
