@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from repositories.db import Connection
+from repositories.db import Connection, autocommit
 from repositories.errors import parse_row, translated
 from repositories.paging import Page, decode_cursor, encode_cursor
 from schemas.exceptions import NotFound
@@ -43,7 +43,7 @@ class JobRepository:
         actor: str = "api",
     ) -> bool:
         """Insert the job and its pending stages; return False when the job existed already."""
-        with translated("submit job", job_id=job_id), self._pool.connection() as conn:
+        with translated("submit job", job_id=job_id), autocommit(self._pool) as conn:
             row = conn.execute(
                 "SELECT submit_job(%s, %s, %s, %s, %s, %s) AS created",
                 (job_id, job_type, Jsonb(parameters), list(stage_names), rerun_of, actor),
@@ -111,6 +111,11 @@ class JobRepository:
                 "UPDATE jobs SET dispatched_at = now() WHERE job_id = %s AND stage = %s",
                 (job_id, stage),
             )
+
+    def mark_many_dispatched(self, job_ids: Sequence[JobId], stage: int) -> None:
+        """Record that the job messages of `stage` were sent for these jobs."""
+        with translated("mark jobs dispatched", jobs=len(job_ids)), autocommit(self._pool) as conn:
+            conn.execute("SELECT mark_jobs_dispatched(%s, %s)", (list(job_ids), stage))
 
     def advance(
         self,

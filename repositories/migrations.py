@@ -34,6 +34,11 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
         if match is None:
             raise MigrationError(f"{path.name} is not named NNNN_name.up.sql / .down.sql")
         version = int(match["version"])
+        if names.get(version, match["name"]) != match["name"]:
+            # Two branches took one number: refuse rather than let one file win silently.
+            raise MigrationError(
+                f"two migrations share version {version}: {names[version]} and {match['name']}"
+            )
         found.setdefault(version, {})[match["direction"]] = path
         names[version] = match["name"]
     migrations = []

@@ -151,3 +151,13 @@ class PoisonList(_Body):
 class ReplayResponse(_Body):
     poison_id: int
     queue_name: str
+
+
+class PurgeResponse(_Body):
+    """What `POST /api/jobs/purge` deleted; `more` when jobs matching it are left."""
+
+    older_than: datetime
+    statuses: list[str]
+    jobs: int
+    tasks: int
+    more: bool

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,6 +88,12 @@ class Settings(DatabaseSettings):
     janitor_schedule: str = Field(
         default="*/10 * * * * *", validation_alias="LIGHTSOUT_JANITOR_SCHEDULE"
     )
+
+    # Speed and retention (issue 9): how submissions send stage 1; how long history stays.
+    submit_dispatch: Literal["batched", "inline"] = Field(
+        default="batched", validation_alias="LIGHTSOUT_SUBMIT_DISPATCH"
+    )
+    retention_days: float = Field(default=30.0, ge=0, validation_alias="LIGHTSOUT_RETENTION_DAYS")
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:

@@ -45,12 +45,11 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     force = (req.params.get("force") or "").lower() in ("1", "true", "yes")
     actor = req.headers.get("x-lightsout-actor") or "api"
     submission = runtime().engine.submit(req.route_params["job_type"], json_body(req), actor, force)
-    job = submission.job
     body = SubmitResponse(
-        job_id=job.job_id,
-        job_type=job.job_type,
-        status=job.status,
-        status_url=f"/api/jobs/{job.job_id}",
+        job_id=submission.job_id,
+        job_type=submission.job_type,
+        status=submission.status,
+        status_url=f"/api/jobs/{submission.job_id}",
         created=submission.created,
     )
     return json_response(body, 202 if submission.created else 200)

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 @bp.timer_trigger(arg_name="timer", schedule="%LIGHTSOUT_JANITOR_SCHEDULE%", run_on_startup=True)
 def janitor(timer: func.TimerRequest) -> None:
-    """Reap tasks whose worker died, advance stalled stages, re-send lost messages."""
+    """Reap tasks whose worker died, advance stalled stages, re-send lost messages, purge."""
     report = runtime().recovery.run_janitor()
     if report.any():
         log.warning("janitor: %s", report)
+    runtime().retention.run_janitor()

@@ -12,14 +12,17 @@ from pathlib import Path
 from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
+from controllers.dispatcher import BatchDispatcher
 from controllers.engine import Engine, default_worker_name
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
+from controllers.retention import Retention
 from repositories.db import Connection, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository, read_message_encoding
 from repositories.recovery import RecoveryRepository
+from repositories.retention import RetentionRepository
 from repositories.tasks import TaskRepository
 from schemas.exceptions import QueueError
 from schemas.settings import Settings, load_settings
@@ -39,6 +42,7 @@ class Runtime:
     poison: PoisonRepository
     engine: Engine
     recovery: Recovery
+    retention: Retention
 
     def close(self) -> None:
         self.queues.close()
@@ -77,9 +81,12 @@ def _make_runtime() -> Runtime:
         sweep_grace=timedelta(seconds=settings.sweep_grace_s),
         stall=timedelta(seconds=settings.stall_s),
     )
+    if settings.submit_dispatch == "batched":
+        engine.dispatcher = BatchDispatcher(queues, jobs)
     recovery = Recovery(engine, RecoveryRepository(pool), queues, poison, timings)
+    retention = Retention(RetentionRepository(pool), settings.retention_days)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
-    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery)
+    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery, retention)
 
 
 def _create_queues(queues: QueueRepository) -> None:

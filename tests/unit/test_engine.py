@@ -133,7 +133,7 @@ class World:
 
     def run(self, job_type: str, params: Json, twice: bool = False) -> JobRecord:
         """Submit a job and deliver messages until none is left; return the job."""
-        job_id = self.engine.submit(job_type, params).job.job_id
+        job_id = self.engine.submit(job_type, params).job_id
         self.bus.drain(self.engine, twice=twice)
         return self.jobs.get(job_id)
 
@@ -223,7 +223,7 @@ def test_prime_count_stage_one_decides_how_many_tasks_stage_two_gets(world: Worl
 
 @case
 def test_a_stage_without_tasks_advances_at_once(world: World) -> None:
-    job_id = world.engine.submit("probe", {"tasks": 0}).job.job_id
+    job_id = world.engine.submit("probe", {"tasks": 0}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     world.bus.deliver_next(world.engine, "tasks")
     # The process that ran stage 1's last task entered stage 2 itself (no job message);
@@ -266,7 +266,7 @@ def test_every_message_delivered_twice_gives_the_same_job(world: World) -> None:
 @case
 def test_a_flaky_task_is_retried_and_the_job_completes(world: World) -> None:
     params = {"tasks": 3, "stages": 1, "flaky_task_indices": [1]}
-    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    job_id = world.engine.submit("noop_fanout", params).job_id
     world.bus.drain(world.engine, fast_forward=False)
     (retry,) = world.bus.pending()
     assert 0.25 <= retry.due - world.bus.clock <= 0.5  # noop_fanout's first backoff
@@ -311,7 +311,7 @@ def test_a_task_failing_every_attempt_fails_the_job_naming_it(world: World) -> N
 
 @case
 def test_exactly_one_of_racing_completions_is_last(world: World) -> None:
-    job_id = world.engine.submit("noop_fanout", {"tasks": 200, "stages": 1}).job.job_id
+    job_id = world.engine.submit("noop_fanout", {"tasks": 200, "stages": 1}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     claims = world.tasks.claim([make_task_id(job_id, 1, i) for i in range(200)], "racer")
     assert len(claims) == 200
@@ -391,7 +391,7 @@ def test_finalize_that_raises_fails_the_job(world: World) -> None:
 
 @case
 def test_a_task_message_after_cancel_runs_nothing(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     assert world.engine.cancel(job_id, "operator", "test") == (True, JobStatus.CANCELLED)
     assert world.bus.drain(world.engine) == 1  # the stale task message
@@ -408,9 +408,9 @@ def test_submit_is_idempotent(world: World) -> None:
     first = world.engine.submit("hello_world", {"n": 2})
     again = world.engine.submit("hello_world", {"name": "world", "n": 2})  # defaults spelled out
     assert (first.created, again.created) == (True, False)
-    assert again.job.job_id == first.job.job_id
+    assert again.job_id == first.job_id
     assert [e.queue for e in world.bus.sent] == ["jobs"]
-    assert first.job.dispatched_at is not None
+    assert world.jobs.get(first.job_id).dispatched_at is not None
 
 
 @case
@@ -448,7 +448,7 @@ def test_a_malformed_poison_message_is_recorded_and_raises_nothing(world: World)
 
 @case
 def test_a_poison_task_message_fails_its_tasks_and_the_stage_ends(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     envelope = world.bus.take("tasks")
     assert envelope is not None
@@ -472,7 +472,7 @@ def test_a_poison_task_message_fails_its_tasks_and_the_stage_ends(world: World) 
 
 @case
 def test_a_poison_job_message_fails_the_job(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     envelope = world.bus.take("jobs")
     assert envelope is not None
     world.engine.record_poison(
@@ -485,7 +485,7 @@ def test_a_poison_job_message_fails_the_job(world: World) -> None:
 
 @case
 def test_a_stale_poison_job_message_leaves_a_job_that_moved_on_alone(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     first = world.bus.take("jobs")
     assert first is not None
     world.bus.deliver(world.engine, first)  # it did its work, but its delivery failed later
@@ -502,7 +502,7 @@ def test_a_stale_poison_job_message_leaves_a_job_that_moved_on_alone(world: Worl
 
 @case
 def test_repair_advances_a_stage_whose_last_completion_was_not_followed(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     envelope = world.bus.take("tasks")
     assert envelope is not None
