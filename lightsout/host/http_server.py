@@ -28,6 +28,9 @@ class FunctionHttpServer(ThreadingHTTPServer):
     """One server per host; running requests are counted so a stop can wait for them."""
 
     daemon_threads = True
+    # The default backlog of 5 drops the SYNs of a burst of clients: each dropped one
+    # costs the client a 1 s retransmit (the p99 of 16 clients connecting at once).
+    request_queue_size = 128
 
     def __init__(self, port: int, router: Router[HttpFunction], invoker: Invoker) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
