@@ -73,6 +73,7 @@ class Bench:
     limits: dict[str, float] = field(default_factory=dict)
     e2e_rates: dict[int, float] = field(default_factory=dict)
     big_jobs: list[str] = field(default_factory=list)
+    gap_counts: dict[str, int] = field(default_factory=dict)
 
     def figure(self, what: str, unit: str) -> Figure:
         fig = Figure(what, unit)
@@ -147,7 +148,8 @@ class Bench:
             fig = existing.get(what) or self.figure(what, "ms")
             fig.values += [1000 * workloads.percentile(sorted(g), pick) for g in per_run if g]
             fig.raw = f"maxPollingInterval 2,000 ms; commit {self._commit_ms()}"
-            fig.note = f"{sum(len(g) for g in per_run)} transitions"
+            self.gap_counts[what] = self.gap_counts.get(what, 0) + sum(len(g) for g in per_run)
+            fig.note = f"{self.gap_counts[what]} transitions"
 
     def transitions(self) -> None:
         with self.database() as dsn:
