@@ -2,10 +2,11 @@
 
 import azure.functions as func
 
-from triggers import http, janitor, poison, queues
+from triggers import http, janitor, poison, purge, queues
 
 app = func.FunctionApp()
 app.register_functions(http.bp)
+app.register_functions(purge.bp)
 app.register_functions(queues.bp)
 app.register_functions(poison.bp)
 app.register_functions(janitor.bp)

@@ -19,6 +19,7 @@ from schemas.records import (
     JobRetried,
     Json,
     PoisonRecord,
+    Purged,
     Reaped,
     Reopened,
     Replay,
@@ -208,3 +209,13 @@ class JanitorQueues(MessageBus, Protocol):
     ) -> list[RawMessage]: ...
 
     def delete_raw(self, queue: str, message: RawMessage) -> None: ...
+
+
+class RetentionStore(Protocol):
+    def purge(
+        self,
+        older_than: datetime,
+        statuses: Sequence[JobStatus] | None,
+        max_jobs: int,
+        max_tasks: int,
+    ) -> Purged: ...

@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext
+from controllers.base import (
+    AggregateContext,
+    BaseController,
+    BuildContext,
+    FinalizeContext,
+    packing_for,
+)
 from controllers.faults import crash_point
 from controllers.limits import capped_tasks
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.tracing import span, traced
+from controllers.transitions import enter_stage
 from schemas.exceptions import DatabaseError, QueueError
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -166,7 +173,7 @@ class StageDriver:
                 return self._complete(controller, job, result, actor)
             advanced = self.jobs.advance(job_id, result, actor=actor).advanced
             if advanced:
-                self.send_stage(job_id, stage + 1)
+                enter_stage(self, job_id, stage + 1)
             return advanced
         except UserCodeError as exc:
             return self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
@@ -272,7 +279,11 @@ def send_and_mark(
 def task_messages(
     job_id: JobId, stage: int, task_ids: Sequence[TaskId], per_message: int
 ) -> list[TaskQueueMessage]:
-    """Pack a stage's task ids into messages of at most `per_message` tasks each."""
+    """Pack a stage's task ids into messages of at most `per_message` tasks each.
+
+    A `per_message` of AUTO_PACKING picks the size from how many tasks are sent.
+    """
+    per_message = packing_for(per_message, len(task_ids))
     return [
         TaskQueueMessage(job_id=job_id, stage=stage, task_ids=list(task_ids[i : i + per_message]))
         for i in range(0, len(task_ids), per_message)

@@ -33,6 +33,7 @@ ROUTES = {
     "list_poison": ("GET", {}),
     "replay_poison": ("POST", {"poison_id": "1"}),
     "job_types": ("GET", {}),
+    "purge_jobs": ("POST", {}),
 }
 
 

@@ -13,7 +13,8 @@ from repositories.db import SchemaPool, behind_transaction_pooler, open_pool
 from repositories.migrations import discover, migrate, status
 from schemas.settings import DatabaseSettings, load
 
-LATEST = len(discover())
+VERSIONS = [m.version for m in discover()]
+LATEST = VERSIONS[-1]
 PREPARED_ELSEWHERE = (
     psycopg.errors.InvalidSqlStatementName,
     psycopg.errors.DuplicatePreparedStatement,
@@ -52,8 +53,8 @@ def look(pool: SchemaPool) -> tuple[int, str, int]:
 
 
 def test_migrations_run_through_the_pooler(pooled_url: str, schema: str) -> None:
-    assert migrate(pooled_url, schema) == list(range(1, LATEST + 1))
-    assert status(pooled_url, schema) == (list(range(1, LATEST + 1)), [])
+    assert migrate(pooled_url, schema) == VERSIONS
+    assert status(pooled_url, schema) == (VERSIONS, [])
     assert migrate(pooled_url, schema, target=0) == []
 
 

@@ -55,7 +55,7 @@ def db(database_url: str) -> Iterator[Db]:
 def started_stage(rt: Runtime, tasks: int, label: str = "") -> tuple[JobId, list[TaskId]]:
     """A noop_fanout job whose stage 1 has `tasks` task rows, none of them sent yet."""
     params = {"tasks": tasks, "stages": 1, "sleep_ms": len(label)}
-    job_id = rt.engine.submit("noop_fanout", params).job.job_id
+    job_id = rt.engine.submit("noop_fanout", params).job_id
     assert rt.tasks.start_stage(job_id, 1, [NewTask("noop_1") for _ in range(tasks)])
     return job_id, [make_task_id(job_id, 1, i) for i in range(tasks)]
 
@@ -214,7 +214,7 @@ def test_the_janitor_fails_jobs_of_a_job_type_this_deployment_lacks(
 
 def test_operator_retry_reruns_the_failed_tasks_and_the_job_completes(rt: Runtime) -> None:
     params = {"tasks": 3, "stages": 1, "fail_until_attempt": {"1": 4}}
-    job_id = rt.engine.submit("noop_fanout", params).job.job_id
+    job_id = rt.engine.submit("noop_fanout", params).job_id
     pump(rt)
     job = rt.jobs.get(job_id)
     assert job.status is JobStatus.FAILED

@@ -1,0 +1,2 @@
+DROP FUNCTION purge_jobs(timestamptz, text[], integer, integer);
+DROP INDEX jobs_finished;
