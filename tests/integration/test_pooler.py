@@ -42,11 +42,11 @@ def pooled_url(pgbouncer: PgBouncer, empty_database_url: str) -> str:
 
 
 def look(pool: SchemaPool) -> tuple[int, str, int]:
-    """(server pid, search_path, applied migrations) seen by one transaction of the pool."""
+    """(server pid, search_path, newest migration applied) seen by one transaction of the pool."""
     with pool.connection() as conn:
         row = conn.execute(
             "SELECT pg_backend_pid() AS pid, current_setting('search_path') AS path,"
-            " (SELECT count(*) FROM schema_migrations) AS applied"
+            " (SELECT max(version) FROM schema_migrations) AS applied"
         ).fetchone()
     assert row is not None
     return int(str(row["pid"])), str(row["path"]), int(str(row["applied"]))
