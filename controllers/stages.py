@@ -64,8 +64,11 @@ class StageDriver:
     holder: str = "engine"
     dispatch_lease: timedelta = timedelta(seconds=60)
 
-    def process_stage(self, msg: JobQueueMessage) -> None:
-        """Build the stage's tasks once, then send every task message not yet sent."""
+    def process_stage(self, msg: JobQueueMessage, holder: str | None = None) -> None:
+        """Build the stage's tasks once, then send every task message not yet sent.
+
+        `holder`: the dispatch lease the caller already holds on the stage (enter_stage).
+        """
         job = self.jobs.get(msg.job_id)
         if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) or job.stage != msg.stage:
             log.info(
@@ -92,7 +95,8 @@ class StageDriver:
         if stage.remaining == 0:
             self.leave_stage(job.job_id, msg.stage)
             return
-        self.dispatch(job.job_id, msg.stage, controller.stage(msg.stage).tasks_per_message)
+        per_message = controller.stage(msg.stage).tasks_per_message
+        self.dispatch(job.job_id, msg.stage, per_message, holder)
 
     def _build(self, controller: BaseController[Any], job: JobRecord, stage: int) -> list[NewTask]:
         declared = controller.stage(stage)
@@ -114,25 +118,38 @@ class StageDriver:
         return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
 
     @traced("dispatch")
-    def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
+    def dispatch(
+        self, job_id: JobId, stage: int, per_message: int, holder: str | None = None
+    ) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent.
 
         Under the stage's dispatch lease, renewed between chunks: the janitor's sweeper
         leaves a stage alone while its dispatcher is alive, and takes over once it stopped.
         Returns how many tasks this call sent (0 when another dispatcher holds the stage).
+        With `holder`, the caller holds the lease already and releases it itself.
         """
-        # One holder per call: two threads of one host dispatching a duplicated job message
-        # must not share a lease.
-        holder = f"{self.holder}/{uuid.uuid4().hex[:8]}"
-        if not self.jobs.take_dispatch_lease(job_id, stage, holder, self.dispatch_lease):
+        own = holder is None
+        lease = holder or self.new_holder()
+        if not self.jobs.take_dispatch_lease(job_id, stage, lease, self.dispatch_lease):
             log.info("stage %d of job %s is being dispatched elsewhere", stage, job_id)
             return 0
         try:
-            return self._send_unsent(job_id, stage, per_message, holder)
+            return self._send_unsent(job_id, stage, per_message, lease)
         finally:
-            # An expired lease frees the stage as well, if the database is down right now.
-            with contextlib.suppress(DatabaseError):
-                self.jobs.release_dispatch_lease(job_id, stage, holder)
+            if own:
+                self.release(job_id, stage, lease)
+
+    def new_holder(self) -> str:
+        """A dispatch lease holder of its own for one call."""
+        # One holder per call: two threads of one host dispatching a duplicated job message
+        # must not share a lease.
+        return f"{self.holder}/{uuid.uuid4().hex[:8]}"
+
+    def release(self, job_id: JobId, stage: int, holder: str) -> None:
+        """Give the stage's dispatch lease back, if the database answers."""
+        # An expired lease frees the stage as well, if the database is down right now.
+        with contextlib.suppress(DatabaseError):
+            self.jobs.release_dispatch_lease(job_id, stage, holder)
 
     def _send_unsent(self, job_id: JobId, stage: int, per_message: int, holder: str) -> int:
         ids = self.tasks.undispatched(job_id, stage)

@@ -1,5 +1,48 @@
--- Speed and retention (issue 9): the purge of finished jobs past their retention, in
--- bounded batches. (Batched stage-1 sends mark their jobs with 0003's mark_job_dispatched.)
+-- Speed and retention (issue 9): the next stage entered by the process that ended the last
+-- one, under the stage's dispatch lease; the purge of finished jobs past their retention,
+-- in bounded batches. (Batched stage-1 sends mark their jobs with 0003's
+-- mark_job_dispatched.)
+
+-- A pending stage can be leased too: the process entering it holds the lease from the
+-- advance until the stage's tasks are sent and the job's outbox marker is set.
+CREATE OR REPLACE FUNCTION take_dispatch_lease(p_job_id text, p_stage integer, p_holder text, p_lease interval)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE job_stages s
+       SET dispatch_holder = p_holder, dispatch_lease_until = now() + p_lease
+     WHERE s.job_id = p_job_id AND s.stage = p_stage AND s.status IN ('pending', 'processing')
+       AND (s.dispatch_holder IS NULL OR s.dispatch_holder = p_holder
+            OR s.dispatch_lease_until < now());
+    RETURN FOUND;
+END $$;
+
+-- A job whose current stage someone holds the lease of is being entered or dispatched:
+-- its job message is not "never sent" until that lease expires.
+CREATE OR REPLACE FUNCTION sweep_unsent_jobs(p_grace interval, p_limit integer)
+RETURNS TABLE (job_id text, stage integer)
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    WITH due AS (
+        SELECT j.job_id FROM jobs j
+         WHERE j.dispatched_at IS NULL AND j.status IN ('queued', 'processing')
+           AND j.updated_at < now() - p_grace
+           AND NOT EXISTS (SELECT 1 FROM job_stages s
+                            WHERE s.job_id = j.job_id AND s.stage = j.stage
+                              AND s.dispatch_lease_until >= now())
+         ORDER BY j.updated_at
+         LIMIT p_limit
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), taken AS (
+        UPDATE jobs j SET updated_at = now()
+          FROM due WHERE j.job_id = due.job_id
+        RETURNING j.job_id, j.stage
+    ), logged AS (
+        INSERT INTO job_events (job_id, stage, kind, actor, reason)
+        SELECT c.job_id, c.stage, 'repair', 'janitor', 'stage message never sent: the sweeper sends it'
+          FROM taken c
+    )
+    SELECT * FROM taken;
+$$;
 
 -- Finished jobs in the order they finished: what retention reads.
 CREATE INDEX jobs_finished ON jobs (finished_at, job_id) WHERE finished_at IS NOT NULL;
