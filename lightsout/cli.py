@@ -21,7 +21,14 @@ def parser() -> argparse.ArgumentParser:
     for group in GROUPS:
         group.register(sub)
     # Listed for --help; main() hands its arguments to bench/suite.py untouched.
-    sub.add_parser("bench", help="run the benchmarks (bench/suite.py)", add_help=False)
+    sub.add_parser(
+        "bench",
+        help="run the benchmarks (bench/suite.py)",
+        description="Run the benchmarks of bench/suite.py (`bench --help` lists their options)"
+        " against the PostgreSQL of DATABASE_URL when it answers, else one it starts; it"
+        " starts its own Azurite and hosts, with authentication on.",
+        add_help=False,
+    )
     return top
 
 

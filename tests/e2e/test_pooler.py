@@ -16,7 +16,7 @@ from psycopg import sql
 from lightsout.pgbouncer import PgBouncer
 from repositories.migrations import migrate
 from tests.e2e.hosts import HostProcess, finished
-from tests.fixtures_services import QueueNames, through_pgbouncer
+from tests.fixtures_services import TEST_API_KEYS, QueueNames, through_pgbouncer
 
 pytestmark = pytest.mark.e2e
 TASKS = 40
@@ -59,6 +59,9 @@ def test_a_job_completes_through_pgbouncer_in_a_custom_schema(
         "AzureWebJobsStorage": azurite,
         "LIGHTSOUT_JOBS_QUEUE": queue_names.jobs,
         "LIGHTSOUT_TASKS_QUEUE": queue_names.tasks,
+        # Stripped with the other LIGHTSOUT_ settings above: the test key, noop_fanout.
+        "LIGHTSOUT_API_KEYS": TEST_API_KEYS,
+        "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
     }
     host = HostProcess("pooled", env, tmp_path, ["--no-migrate"])
     try:
