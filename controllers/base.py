@@ -101,6 +101,21 @@ class FinalizeContext(Generic[P]):
     stage_results: Mapping[str, StageResultContract]
 
 
+AUTO_PACKING = 0
+# An automatically packed stage aims at about this many messages: enough for every host
+# to have messages in flight, few enough that the queue's per-message rate is not the
+# limit (a 1,000-task stage is 200 messages of 5, a 100,000-task stage 1,000 of 100).
+AUTO_MESSAGES = 200
+AUTO_MAX_PER_MESSAGE = 100
+
+
+def packing_for(declared: int, task_count: int) -> int:
+    """Return how many tasks go in one message: the declared number, or the automatic one."""
+    if declared != AUTO_PACKING:
+        return declared
+    return max(1, min(AUTO_MAX_PER_MESSAGE, -(-task_count // AUTO_MESSAGES)))
+
+
 def _no_aggregate(ctx: AggregateContext[Any]) -> Json:
     return {}
 
@@ -115,7 +130,8 @@ class Stage(Generic[P]):
         run: the task handler; returns the task's result (a small JSON object). Raise
             PermanentTaskError for an error that retrying cannot fix.
         aggregate: makes the stage's `aggregate` in its StageResultContract.
-        tasks_per_message: how many tasks travel in one queue message.
+        tasks_per_message: how many tasks travel in one queue message; AUTO_PACKING (the
+            default) picks it from the number of tasks sent (`packing_for`).
         max_attempts: attempts per task; None takes the job type's.
     """
 
@@ -123,7 +139,7 @@ class Stage(Generic[P]):
     build: Callable[[BuildContext[P]], Iterable[Json]]
     run: Callable[[TaskContext[P]], Json]
     aggregate: Callable[[AggregateContext[P]], Json] = _no_aggregate
-    tasks_per_message: int = 1
+    tasks_per_message: int = 0  # AUTO_PACKING
     max_attempts: int | None = None
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from controllers.base import BaseController
+from controllers.dispatcher import BatchDispatcher
 from controllers.faults import crash_point
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from controllers.registry import Registry
@@ -23,7 +24,7 @@ from schemas.canonical import job_id_for
 from schemas.exceptions import ContractViolation, InvalidParameters, NotFound
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
-from schemas.records import JobRecord, TaskError
+from schemas.records import TaskError
 from schemas.status import JobStatus
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ def default_worker_name() -> str:
 
 @dataclass(frozen=True)
 class Submission:
-    job: JobRecord
+    job_id: JobId
+    job_type: str
+    status: JobStatus
     created: bool
 
 
@@ -52,6 +55,8 @@ class Engine:
     heartbeat_s: float = 10.0
     outage_wait_s: float = 120.0
     dispatch_lease_s: float = 60.0
+    # None: a submission sends its own stage-1 message before it answers (the fakes, tests).
+    dispatcher: BatchDispatcher | None = None
 
     def __post_init__(self) -> None:
         lease = timedelta(seconds=self.dispatch_lease_s)
@@ -95,12 +100,21 @@ class Engine:
             job_id, job_type, params.model_dump(mode="json"), stages, rerun_of, actor
         )
         crash_point("after_submit_commit")
+        if created:
+            self._start(job_id)
+            return Submission(job_id, job_type, JobStatus.QUEUED, True)
         job = self.jobs.get(job_id)
-        if job.dispatched_at is None and job.status is JobStatus.QUEUED:
-            # A new job, or one whose first send was lost: (re)sending is harmless.
-            self.driver.send_stage(job_id, job.stage)
-            job = self.jobs.get(job_id)
-        return Submission(job, created)
+        if job.dispatched_at is None and job.status is JobStatus.QUEUED and job.stage == 1:
+            # A job whose first send was lost: (re)sending is harmless.
+            self._start(job_id)
+        return Submission(job_id, job_type, job.status, False)
+
+    def _start(self, job_id: JobId) -> None:
+        """Send the stage-1 job message now, or have the dispatcher send it in a batch."""
+        if self.dispatcher is None:
+            self.driver.send_stage(job_id, 1)
+        else:
+            self.dispatcher.enqueue(job_id)
 
     def _finished(self, job_id: JobId) -> bool:
         try:

@@ -31,6 +31,8 @@ CrashPoint = Literal[
     "after_submit_commit",  # the job row is committed, its first stage message not sent
     "after_stage_commit",  # a stage's task rows are committed, no task message sent
     "before_advance",  # the last task is counted off, the stage not yet left
+    "while_entering_stage",  # the stage was left; the next one not yet built nor sent
+    "before_batched_send",  # submissions answered 202, their stage-1 messages not sent
 ]
 
 

@@ -32,6 +32,7 @@ from schemas.records import (
     JobRetried,
     Json,
     PoisonRecord,
+    Purged,
     Reaped,
     Reopened,
     Replay,
@@ -265,3 +266,13 @@ class OperatorStore(Protocol):
     def ended_by(self, job_id: JobId, status: JobStatus) -> StatusChange | None: ...
 
     def last_janitor_action(self, job_id: JobId) -> JanitorAction | None: ...
+
+
+class RetentionStore(Protocol):
+    def purge(
+        self,
+        older_than: datetime,
+        statuses: Sequence[JobStatus] | None,
+        max_jobs: int,
+        max_tasks: int,
+    ) -> Purged: ...

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from controllers.base import BaseController
+from controllers.base import AUTO_PACKING, BaseController
 from schemas.exceptions import JobTypeError
 from schemas.messages import MAX_TASK_IDS
 
@@ -33,8 +33,11 @@ def problems_of(controller: BaseController[Any]) -> list[str]:
     for number, stage in enumerate(controller.stages, start=1):
         if not NAME.fullmatch(stage.name):
             problems.append(f"stage {number} name {stage.name!r} must match {NAME.pattern}")
-        if not 1 <= stage.tasks_per_message <= MAX_TASK_IDS:
-            problems.append(f"stage {stage.name!r}: tasks_per_message must be 1..{MAX_TASK_IDS}")
+        if not AUTO_PACKING <= stage.tasks_per_message <= MAX_TASK_IDS:
+            problems.append(
+                f"stage {stage.name!r}: tasks_per_message must be 1..{MAX_TASK_IDS},"
+                " or AUTO_PACKING (0)"
+            )
         if stage.max_attempts is not None and stage.max_attempts < 1:
             problems.append(f"stage {stage.name!r}: max_attempts must be >= 1")
     if not 0.0 <= controller.failure_policy.max_failed_fraction <= 1.0:
@@ -42,6 +45,10 @@ def problems_of(controller: BaseController[Any]) -> list[str]:
     if controller.retry.max_attempts < 1:
         problems.append("retry.max_attempts must be >= 1")
     return problems
+
+
+# Names a job type cannot take: POST /api/jobs/{job_type} would collide with these routes.
+RESERVED = frozenset({"purge"})
 
 
 class Registry:
@@ -61,6 +68,8 @@ class Registry:
             )
         if name in self._types:
             raise JobTypeError("job type registered twice", job_type=name)
+        if name in RESERVED:
+            raise JobTypeError(f"job type {name!r} is reserved: POST /api/jobs/{name} is a route")
         controller = cls()
         problems = problems_of(controller)
         if problems:

@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controllers.base import AggregateContext, BaseController, BuildContext, FinalizeContext
+from controllers.base import (
+    AggregateContext,
+    BaseController,
+    BuildContext,
+    FinalizeContext,
+    packing_for,
+)
 from controllers.faults import crash_point
 from controllers.limits import capped_tasks
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.tracing import span, traced
+from controllers.transitions import enter_stage
 from schemas.exceptions import DatabaseError, QueueError
 from schemas.ids import JobId, TaskId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -57,8 +64,11 @@ class StageDriver:
     holder: str = "engine"
     dispatch_lease: timedelta = timedelta(seconds=60)
 
-    def process_stage(self, msg: JobQueueMessage) -> None:
-        """Build the stage's tasks once, then send every task message not yet sent."""
+    def process_stage(self, msg: JobQueueMessage, holder: str | None = None) -> None:
+        """Build the stage's tasks once, then send every task message not yet sent.
+
+        `holder`: the dispatch lease the caller already holds on the stage (enter_stage).
+        """
         job = self.jobs.get(msg.job_id)
         if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) or job.stage != msg.stage:
             log.info(
@@ -88,7 +98,8 @@ class StageDriver:
         if stage.remaining == 0:
             self.leave_stage(job.job_id, msg.stage)
             return
-        self.dispatch(job.job_id, msg.stage, controller.stage(msg.stage).tasks_per_message)
+        per_message = controller.stage(msg.stage).tasks_per_message
+        self.dispatch(job.job_id, msg.stage, per_message, holder)
 
     def _build(self, controller: BaseController[Any], job: JobRecord, stage: int) -> list[NewTask]:
         declared = controller.stage(stage)
@@ -110,25 +121,38 @@ class StageDriver:
         return self.tasks.results(job_id, stage) if stage >= 1 else iter(())
 
     @traced("dispatch")
-    def dispatch(self, job_id: JobId, stage: int, per_message: int) -> int:
+    def dispatch(
+        self, job_id: JobId, stage: int, per_message: int, holder: str | None = None
+    ) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent.
 
         Under the stage's dispatch lease, renewed between chunks: the janitor's sweeper
         leaves a stage alone while its dispatcher is alive, and takes over once it stopped.
         Returns how many tasks this call sent (0 when another dispatcher holds the stage).
+        With `holder`, the caller holds the lease already and releases it itself.
         """
-        # One holder per call: two threads of one host dispatching a duplicated job message
-        # must not share a lease.
-        holder = f"{self.holder}/{uuid.uuid4().hex[:8]}"
-        if not self.jobs.take_dispatch_lease(job_id, stage, holder, self.dispatch_lease):
+        own = holder is None
+        lease = holder or self.new_holder()
+        if not self.jobs.take_dispatch_lease(job_id, stage, lease, self.dispatch_lease):
             log.info("stage %d of job %s is being dispatched elsewhere", stage, job_id)
             return 0
         try:
-            return self._send_unsent(job_id, stage, per_message, holder)
+            return self._send_unsent(job_id, stage, per_message, lease)
         finally:
-            # An expired lease frees the stage as well, if the database is down right now.
-            with contextlib.suppress(DatabaseError):
-                self.jobs.release_dispatch_lease(job_id, stage, holder)
+            if own:
+                self.release(job_id, stage, lease)
+
+    def new_holder(self) -> str:
+        """A dispatch lease holder of its own for one call."""
+        # One holder per call: two threads of one host dispatching a duplicated job message
+        # must not share a lease.
+        return f"{self.holder}/{uuid.uuid4().hex[:8]}"
+
+    def release(self, job_id: JobId, stage: int, holder: str) -> None:
+        """Give the stage's dispatch lease back, if the database answers."""
+        # An expired lease frees the stage as well, if the database is down right now.
+        with contextlib.suppress(DatabaseError):
+            self.jobs.release_dispatch_lease(job_id, stage, holder)
 
     def _send_unsent(self, job_id: JobId, stage: int, per_message: int, holder: str) -> int:
         ids = self.tasks.undispatched(job_id, stage)
@@ -169,7 +193,7 @@ class StageDriver:
                 return self._complete(controller, job, result, actor)
             advanced = self.jobs.advance(job_id, result, actor=actor).advanced
             if advanced:
-                self.send_stage(job_id, stage + 1)
+                enter_stage(self, job_id, stage + 1)
             return advanced
         except UserCodeError as exc:
             return self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
@@ -275,7 +299,11 @@ def send_and_mark(
 def task_messages(
     job_id: JobId, stage: int, task_ids: Sequence[TaskId], per_message: int
 ) -> list[TaskQueueMessage]:
-    """Pack a stage's task ids into messages of at most `per_message` tasks each."""
+    """Pack a stage's task ids into messages of at most `per_message` tasks each.
+
+    A `per_message` of AUTO_PACKING picks the size from how many tasks are sent.
+    """
+    per_message = packing_for(per_message, len(task_ids))
     return [
         TaskQueueMessage(job_id=job_id, stage=stage, task_ids=list(task_ids[i : i + per_message]))
         for i in range(0, len(task_ids), per_message)

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from controllers.base import BaseController, RetryPolicy, TaskContext
 from controllers.faults import crash_point
+from controllers.jobspecs import job_specs
 from controllers.limits import checked_result
 from controllers.outages import while_unavailable
 from controllers.ports import JobStore, MessageBus, TaskStore
@@ -114,9 +115,8 @@ class TaskRunner:
             self._defer_early(msg, {claim.task_id for claim in claims})
 
     def _run_claims(self, msg: TaskQueueMessage, claims: list[Claim]) -> None:
-        job = self.jobs.get(msg.job_id)
-        controller = self.registry.get(job.job_type)
-        params = controller.parameters.model_validate(job.parameters)
+        spec = job_specs.of(msg.job_id, self.jobs, self.registry)
+        controller, params = spec.controller, spec.params
         ids = [claim.task_id for claim in claims]
         last, unrecorded = False, list[TaskEnd]()
         with (

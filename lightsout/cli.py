@@ -20,10 +20,28 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    # Listed for --help; main() hands its arguments to bench/suite.py untouched.
+    sub.add_parser(
+        "bench",
+        help="run the benchmarks (bench/suite.py)",
+        description="Run the benchmarks of bench/suite.py (`bench --help` lists their options)"
+        " against the PostgreSQL of DATABASE_URL when it answers, else one it starts; it"
+        " starts its own Azurite and hosts, with authentication on.",
+        add_help=False,
+    )
     return top
 
 
+def _bench(argv: Sequence[str]) -> int:
+    from bench.suite import main as bench_main  # the bench ships with the repository only
+
+    return bench_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its options are its own (bench/suite.py)
+        return _bench(argv[1:])
     args = parser().parse_args(argv)
     try:
         code: int = args.run(args)

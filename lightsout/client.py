@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -49,6 +50,9 @@ class ApiClient:
             return exc.code, _json(exc.read())
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise ApiError(f"no answer from {self.base_url}: {exc}") from exc
+        except http.client.HTTPException as exc:
+            # The server went away mid-answer (headers sent, body cut off): no answer either.
+            raise ApiError(f"answer from {self.base_url} cut off: {exc!r}") from exc
 
     def get(self, path: str, **query: object | None) -> Json:
         """GET a route; raise ApiError for an error answer."""

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-from repositories.db import Connection
+from repositories.db import SchemaPool
 from repositories.errors import parse_row, translated
 from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound
@@ -20,7 +19,7 @@ from schemas.work import Page
 
 
 class JobRepository:
-    def __init__(self, pool: ConnectionPool[Connection]) -> None:
+    def __init__(self, pool: SchemaPool) -> None:
         self._pool = pool
 
     def submit(
@@ -33,12 +32,12 @@ class JobRepository:
         actor: str = "api",
     ) -> bool:
         """Insert the job and its pending stages; return False when the job existed already."""
-        with translated("submit job", job_id=job_id), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("submit job", job_id=job_id):
+            rows = self._pool.one_trip(
                 "SELECT submit_job(%s, %s, %s, %s, %s, %s) AS created",
                 (job_id, job_type, Jsonb(parameters), list(stage_names), rerun_of, actor),
-            ).fetchone()
-        return bool(row and row["created"])
+            )
+        return bool(rows and rows[0]["created"])
 
     def get(self, job_id: JobId) -> JobRecord:
         """Return the job, or raise NotFound."""
@@ -128,6 +127,17 @@ class JobRepository:
                 "SELECT hold_job_if_paused(%s, %s) AS held", (job_id, stage)
             ).fetchone()
         return bool(row and row["held"])
+
+    def mark_many_dispatched(self, job_ids: Sequence[JobId], stage: int) -> None:
+        """Record that the job messages of `stage` were sent for these jobs, in one statement."""
+        # The one procedure that sets a job's outbox marker, once per job; in job_id order,
+        # the order every transaction locks job rows in.
+        with translated("mark jobs dispatched", jobs=len(job_ids)):
+            self._pool.one_trip(
+                "SELECT count(*) FILTER (WHERE mark_job_dispatched(j, %s)) AS marked"
+                " FROM unnest(%s::text[]) AS j",
+                (stage, sorted(set(job_ids))),
+            )
 
     def advance(
         self,

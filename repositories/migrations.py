@@ -37,6 +37,11 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
         if match is None:
             raise MigrationError(f"{path.name} is not named NNNN_name.up.sql / .down.sql")
         version = int(match["version"])
+        if names.get(version, match["name"]) != match["name"]:
+            # Two branches took one number: refuse rather than let one file win silently.
+            raise MigrationError(
+                f"two migrations share version {version}: {names[version]} and {match['name']}"
+            )
         found.setdefault(version, {})[match["direction"]] = path
         names[version] = match["name"]
     migrations = []
@@ -45,8 +50,9 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
         if set(files) != {"up", "down"}:
             raise MigrationError("migration lacks its up or down file", version=version)
         migrations.append(Migration(version, names[version], files["up"], files["down"]))
-    if [m.version for m in migrations] != list(range(1, len(migrations) + 1)):
-        raise MigrationError("migration versions must be 1, 2, 3, ... without gaps")
+    if migrations and migrations[0].version < 1:
+        raise MigrationError("migration versions start at 1", version=migrations[0].version)
+    # Gaps are allowed: numbers are reserved per branch, so one may land before a lower one.
     return migrations
 
 
@@ -97,9 +103,10 @@ def _apply(conn: psycopg.Connection[Any], schema: str, migration: Migration, up:
 def migrate(conninfo: str, schema: str = "lightsout", target: int | None = None) -> list[int]:
     """Move the schema to `target` (default: the newest); return the versions applied afterwards."""
     migrations = discover()
-    goal = len(migrations) if target is None else target
-    if not 0 <= goal <= len(migrations):
-        raise MigrationError(f"target must be between 0 and {len(migrations)}", target=target)
+    latest = migrations[-1].version if migrations else 0
+    goal = latest if target is None else target
+    if not 0 <= goal <= latest:
+        raise MigrationError(f"target must be between 0 and {latest}", target=target)
     with translated("migrate", schema=schema), _connect(conninfo) as conn:
         _prepare(conn, schema)
         with _in_schema(conn, schema):

@@ -7,10 +7,10 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
-from repositories.db import Connection
+from repositories.db import SchemaPool
 from repositories.errors import parse_row, translated
+from repositories.groupcommit import GroupCommit
 from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
 from schemas.ids import JobId, TaskId, make_task_id
@@ -35,8 +35,9 @@ COPY_TASKS = (
 
 
 class TaskRepository:
-    def __init__(self, pool: ConnectionPool[Connection]) -> None:
+    def __init__(self, pool: SchemaPool) -> None:
         self._pool = pool
+        self._group = GroupCommit(self._end_batch)
 
     def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool:
         """Start the stage with its task rows in one transaction; False if already started."""
@@ -119,29 +120,35 @@ class TaskRepository:
         return parse_row(Completion, row)
 
     def end_many(self, ends: Sequence[TaskEnd]) -> list[Completion]:
-        """Record several claimed attempts' ends in one round trip, each fenced on its own."""
-        if not ends:
-            return []
-        finishes = sorted(ends, key=lambda f: f.task_id)
+        """Record claimed attempts' ends, each fenced on its own; one Completion per end.
+
+        Concurrent callers are group-committed: their ends go in one transaction.
+        """
+        return self._group(ends) if ends else []
+
+    def _end_batch(self, ends: Sequence[TaskEnd]) -> list[Completion]:
+        # Rows are locked in task_id order everywhere, so merged batches cannot deadlock.
+        order = sorted(range(len(ends)), key=lambda i: ends[i].task_id)
+        ordered = [ends[i] for i in order]
         columns = (
-            [f.task_id for f in finishes],
-            [f.attempt for f in finishes],
-            [f.status.value for f in finishes],
-            [Jsonb(f.result) if f.result is not None else None for f in finishes],
-            [Jsonb(f.error.model_dump(mode="json")) if f.error else None for f in finishes],
+            [f.task_id for f in ordered],
+            [f.attempt for f in ordered],
+            [f.status.value for f in ordered],
+            [Jsonb(f.result) if f.result is not None else None for f in ordered],
+            [Jsonb(f.error.model_dump(mode="json")) if f.error else None for f in ordered],
         )
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                with (
-                    translated("complete tasks", tasks=len(finishes)),
-                    self._pool.connection() as conn,
-                ):
-                    rows = conn.execute(
+                with translated("complete tasks", tasks=len(ends)):
+                    rows = self._pool.one_trip(
                         "SELECT * FROM complete_tasks_and_check_stage"
                         "(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
                         columns,
-                    ).fetchall()
-                return [parse_row(Completion, row) for row in rows]
+                    )
+                completions: list[Completion | None] = [None] * len(ends)
+                for position, row in zip(order, rows, strict=True):
+                    completions[position] = parse_row(Completion, row)
+                return [c for c in completions if c is not None]
             except TransactionConflict:
                 # The whole transaction rolled back, so running it again is safe.
                 if attempt == CONFLICT_RETRIES:

@@ -121,7 +121,8 @@ class StageInfo(_Body):
     stage: int
     name: str
     task_type: str
-    tasks_per_message: int
+    # None: packed automatically from the number of tasks sent (controllers.base.packing_for).
+    tasks_per_message: int | None
 
 
 class JobTypeInfo(_Body):
@@ -164,3 +165,23 @@ class PoisonList(_Body):
 class ReplayResponse(_Body):
     poison_id: int
     queue_name: str
+
+
+# What POST /api/jobs/purge accepts: finished statuses, and `older_than` as an age.
+PURGE_STATUSES = (
+    JobStatus.COMPLETED,
+    JobStatus.COMPLETED_WITH_ERRORS,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
+PURGE_AGE = r"^(\d+(?:\.\d+)?)([dhms])$"
+
+
+class PurgeResponse(_Body):
+    """What `POST /api/jobs/purge` deleted; `more` when jobs matching it are left."""
+
+    older_than: datetime
+    statuses: list[str]
+    jobs: int
+    tasks: int
+    more: bool

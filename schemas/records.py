@@ -227,3 +227,10 @@ class TaskResult(_Row):
 
     task_index: int = Field(ge=0)
     result: Json | None
+
+
+class Purged(_Row):
+    """What one purge_jobs call deleted."""
+
+    jobs: int
+    tasks: int

@@ -209,6 +209,12 @@ class Settings(DatabaseSettings):
         """True when some credential can pass: a key, a JWT key source or Easy Auth."""
         return bool(self.api_keys or self.jwt_jwks_url or self.jwt_secret or self.trust_easy_auth)
 
+    # Speed and retention (issue 9): how submissions send stage 1; how long history stays.
+    submit_dispatch: Literal["batched", "inline"] = Field(
+        default="batched", validation_alias="LIGHTSOUT_SUBMIT_DISPATCH"
+    )
+    retention_days: float = Field(default=30.0, ge=0, validation_alias="LIGHTSOUT_RETENTION_DAYS")
+
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:
         if self.heartbeat_s * 2 > self.task_lease_s:

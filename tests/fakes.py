@@ -237,7 +237,7 @@ class FakeJobStore:
     ) -> bool:
         with self.db.lock:
             row, now = self.db.stages.get((job_id, stage)), self.db.now()
-            if row is None or row.status is not StageStatus.PROCESSING:
+            if row is None or row.status not in (StageStatus.PENDING, StageStatus.PROCESSING):
                 return False
             until = row.dispatch_lease_until
             if row.dispatch_holder not in (None, holder) and until is not None and until >= now:

@@ -61,12 +61,11 @@ def submit_job(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
     parent = req.headers.get("traceparent")
     with continued("POST /api/jobs/{job_type}", parent, SpanKind.SERVER, {"job_type": job_type}):
         submission = runtime().engine.submit(job_type, json_body(req), who.actor, force)
-    job = submission.job
     body = SubmitResponse(
-        job_id=job.job_id,
-        job_type=job.job_type,
-        status=job.status,
-        status_url=f"/api/jobs/{job.job_id}",
+        job_id=submission.job_id,
+        job_type=submission.job_type,
+        status=submission.status,
+        status_url=f"/api/jobs/{submission.job_id}",
         created=submission.created,
     )
     return json_response(body, 202 if submission.created else 200)
@@ -178,7 +177,10 @@ def job_types(req: func.HttpRequest, who: Identity) -> func.HttpResponse:
             description=c.description,
             stages=[
                 StageInfo(
-                    stage=n, name=s.name, task_type=s.name, tasks_per_message=s.tasks_per_message
+                    stage=n,
+                    name=s.name,
+                    task_type=s.name,
+                    tasks_per_message=s.tasks_per_message or None,
                 )
                 for n, s in enumerate(c.stages, start=1)
             ],

@@ -20,7 +20,8 @@ RUN_ON_STARTUP = env_flag("LIGHTSOUT_JANITOR_RUN_ON_STARTUP")
     arg_name="timer", schedule="%LIGHTSOUT_JANITOR_SCHEDULE%", run_on_startup=RUN_ON_STARTUP
 )
 def janitor(timer: func.TimerRequest) -> None:
-    """Reap tasks whose worker died, advance stalled stages, re-send lost messages."""
+    """Reap tasks whose worker died, advance stalled stages, re-send lost messages, purge."""
     report = runtime().recovery.run_janitor()
     if report.any():
         log.warning("janitor: %s", report)
+    runtime().retention.run_janitor()

@@ -15,6 +15,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from controllers.registry import Registry
 from schemas.http import (
+    PURGE_AGE,
+    PURGE_STATUSES,
     CancelResponse,
     ErrorBody,
     HealthBody,
@@ -22,6 +24,7 @@ from schemas.http import (
     JobTypeList,
     JobView,
     PoisonList,
+    PurgeResponse,
     ReplayResponse,
     RetryResponse,
     SubmitResponse,
@@ -66,6 +69,7 @@ RESPONSES: list[type[BaseModel]] = [
     RetryResponse,
     PoisonList,
     ReplayResponse,
+    PurgeResponse,
     JobTypeList,
     HealthBody,
     ErrorBody,
@@ -101,6 +105,7 @@ def _document(registry: Registry, version: str, job_types: tuple[str, ...]) -> J
         "/jobs/{job_id}/tasks": {"get": _list_tasks(ref)},
         "/jobs/{job_id}/cancel": {"post": _cancel(ref)},
         "/jobs/{job_id}/retry": {"post": _retry(ref)},
+        "/jobs/purge": {"post": _purge(ref)},
         "/poison": {"get": _list_poison(ref)},
         "/poison/{poison_id}/replay": {"post": _replay(ref)},
         "/job-types": {"get": _job_types(ref)},
@@ -249,6 +254,25 @@ def _retry(ref: Any) -> Json:
     ok = {202: ("the failed tasks run again", ref(RetryResponse))}
     summary = "Retry a failed job's failed tasks"
     return _protected("retry_job", summary, "jobs:admin", ok, [404, 409], ref, [JOB_ID])
+
+
+def _purge(ref: Any) -> Json:
+    older_than = {
+        "name": "older_than",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "pattern": PURGE_AGE},
+        "description": "an ISO 8601 time, or an age: 30d, 12h, 15m, 90s",
+    }
+    statuses = [s.value for s in PURGE_STATUSES]
+    status = _query(
+        "status",
+        {"type": "string", "pattern": f"^({'|'.join(statuses)})(,({'|'.join(statuses)}))*$"},
+        "finished statuses to purge, comma-separated (default: all of them)",
+    )
+    ok = {200: ("what was deleted; `more` when matching jobs are left", ref(PurgeResponse))}
+    summary = "Delete finished jobs older than a cut-off, with their stages, tasks and events"
+    return _protected("purge_jobs", summary, "jobs:admin", ok, [], ref, [older_than, status])
 
 
 def _list_poison(ref: Any) -> Json:

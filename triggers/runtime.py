@@ -13,16 +13,19 @@ from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers the built-in job types)
 from controllers import limits, logcontext, tracing
+from controllers.dispatcher import BatchDispatcher
 from controllers.engine import Engine, default_worker_name
 from controllers.faults import with_injected_faults
 from controllers.limits import Limits
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
+from controllers.retention import Retention
 from repositories.db import Connection, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository, read_message_encoding
 from repositories.recovery import RecoveryRepository
+from repositories.retention import RetentionRepository
 from repositories.tasks import TaskRepository
 from schemas.exceptions import QueueError
 from schemas.settings import Settings, load_settings
@@ -47,6 +50,7 @@ class Runtime:
     engine: Engine
     recovery: Recovery
     auth: Authenticator
+    retention: Retention
 
     def close(self) -> None:
         self.queues.close()
@@ -90,11 +94,16 @@ def _make_runtime() -> Runtime:
         sweep_grace=timedelta(seconds=settings.sweep_grace_s),
         stall=timedelta(seconds=settings.stall_s),
     )
+    if settings.submit_dispatch == "batched":
+        engine.dispatcher = BatchDispatcher(sends, jobs)
     recovery = Recovery(engine, RecoveryRepository(pool), sends, poison, timings)
+    retention = Retention(RetentionRepository(pool), settings.retention_days)
     log.info("lightsout runtime ready: schema %s, queues %s", settings.schema_name, queues.queues)
     auth = Authenticator(settings)
     _log_auth_notice(settings)
-    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery, auth)
+    return Runtime(
+        settings, pool, queues, jobs, tasks, poison, engine, recovery, auth, retention
+    )
 
 
 def _log_auth_notice(settings: Settings) -> None:

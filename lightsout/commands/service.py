@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from lightsout.commands.common import command
+from lightsout.host.errors import HostConfigError
+from lightsout.host.roles import ALL_KINDS, parse_kinds
 from repositories.db import migrations_conninfo
 from repositories.migrations import migrate, status
 from schemas.http import MAX_BODY_BYTES
@@ -33,6 +35,12 @@ def register(sub: Any) -> None:
     host.add_argument("--concurrency", type=int, help="in-flight messages per queue")
     host.add_argument("--app-dir", type=Path, default=APP_DIR, help="the Functions app root")
     host.add_argument("--no-migrate", action="store_true", help="do not migrate up at start")
+    host.add_argument(
+        "--functions",
+        type=_kinds,
+        default=ALL_KINDS,
+        help="what to serve: http, queues, timers, any combination (default all)",
+    )
 
     mig = command(
         sub, "migrate", "apply or revert the schema migrations", _migrate, api=False, epilog=DB_ENV
@@ -58,7 +66,14 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", str(MAX_BODY_BYTES))
     if not args.no_migrate:
         migrate(migrations_conninfo(settings), settings.schema_name)
-    return serve(args.app_dir, port=args.port, concurrency=args.concurrency)
+    return serve(args.app_dir, port=args.port, concurrency=args.concurrency, kinds=args.functions)
+
+
+def _kinds(text: str) -> frozenset[str]:
+    try:
+        return parse_kinds(text)
+    except HostConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from lightsout.host.http_server import FunctionHttpServer
 from lightsout.host.invoke import Invoker
 from lightsout.host.logformat import configure_logging
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
+from lightsout.host.roles import ALL_KINDS, served
 from lightsout.host.routing import Router
 from lightsout.host.settings import is_disabled, load_local_settings
 from lightsout.host.timers import TimerRunner
@@ -50,12 +51,14 @@ class Host:
         *,
         lease_time: timedelta = DEFAULT_LEASE,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        kinds: frozenset[str] = ALL_KINDS,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise HostConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.app_dir = app_dir.resolve()
         self.requested_port, self.concurrency = port, concurrency
         self.lease_time, self.grace_seconds = lease_time, grace_seconds
+        self.kinds = kinds
         self.invoker = Invoker()
         self.config = HostJson()
         self.server: FunctionHttpServer | None = None
@@ -72,7 +75,7 @@ class Host:
         copied = load_local_settings(self.app_dir, os.environ)
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
-        found = discover(load_app(self.app_dir), os.environ, self.app_dir)
+        found = served(discover(load_app(self.app_dir), os.environ, self.app_dir), self.kinds)
         functions = [f for f in found if not is_disabled(f.name, os.environ)]
         if len(functions) < len(found):
             off = sorted({f.name for f in found} - {f.name for f in functions})
@@ -195,6 +198,7 @@ def serve(
     port: int = 7071,
     concurrency: int | None = None,
     stop_event: threading.Event | None = None,
+    kinds: frozenset[str] = ALL_KINDS,
 ) -> int:
     """Serve the app in `app_dir` until SIGTERM/SIGINT or `stop_event`; return an exit code."""
     try:
@@ -206,7 +210,7 @@ def serve(
     # Handle signals before starting: a function may be running as soon as start() begins.
     with _stop_on_signals(stop):
         try:
-            host = Host(app_dir, port, concurrency)
+            host = Host(app_dir, port, concurrency, kinds=kinds)
             host.start()
         except HostConfigError as exc:
             log.error("The host cannot start: %s", exc, exc_info=exc.__cause__ is not None)

@@ -116,3 +116,38 @@ def test_crash_before_advance(fleet: Fleet, probe: Probe) -> None:
         job_id,
     )
     assert [r["actor"] for r in advanced_by] == ["janitor"]
+
+
+def test_crash_while_entering_the_next_stage(fleet: Fleet, probe: Probe) -> None:
+    # The host that counted off stage 1's last task builds stage 2 itself (no job
+    # message, no poll) and dies doing it: the job's outbox marker is still unset.
+    crash(fleet, "while_entering_stage")
+    job_id = only_job(probe)
+    job = probe.job(job_id)
+    stage2 = probe.value("SELECT status FROM job_stages WHERE job_id = %s AND stage = 2", job_id)
+    say(f"left behind: job at stage {job['stage']}, dispatched_at {job['dispatched_at']},"
+        f" stage 2 {stage2}")  # fmt: skip
+    assert (job["stage"], job["dispatched_at"], stage2) == (2, None, "pending")
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    assert repairs(probe, job_id) == [
+        "stage 2 by janitor: stage message never sent: the sweeper sends it"
+    ]
+
+
+def test_crash_between_the_202_and_the_batched_send(fleet: Fleet, probe: Probe) -> None:
+    # The submission commits and answers; the dispatcher thread dies before sending the
+    # stage-1 job message. Whether the 202 reached the client first is up to the
+    # scheduler; either way the job is committed and must run.
+    crash(fleet, "before_batched_send")
+    job_id = only_job(probe)
+    job = probe.job(job_id)
+    say(f"left behind: job {job['status']}, dispatched_at {job['dispatched_at']}")
+    assert (job["status"], job["dispatched_at"]) == ("queued", None)
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    assert repairs(probe, job_id) == [
+        "stage 1 by janitor: stage message never sent: the sweeper sends it"
+    ]

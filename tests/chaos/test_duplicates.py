@@ -130,7 +130,8 @@ def test_every_message_twice(
     attempts = check_completed_once(probe, doubled, TASKS, STAGES)
     assert attempts == {1: TASKS * STAGES}, "one claim, so one run, per task"
     assert not probe.events(doubled, "task_retry")
-    assert doubler.tasks >= STAGES * TASKS // 25 and doubler.jobs >= STAGES
+    # Only stage 1 has a job message: the process that ends a stage enters the next itself.
+    assert doubler.tasks >= STAGES * TASKS // 25 and doubler.jobs >= 1
     assert no_claim > 0, "no duplicate was delivered"
 
 

@@ -10,13 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from psycopg_pool import ConnectionPool
 
 import controllers.jobtypes  # noqa: F401  (registers noop_fanout)
 from controllers.engine import Engine
 from controllers.recovery import Recovery, Timings
 from controllers.registry import registry
-from repositories.db import Connection, open_pool
+from repositories.db import SchemaPool, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.queues import QueueRepository
@@ -35,13 +34,13 @@ LEASE = timedelta(seconds=1)
 
 
 @pytest.fixture
-def pool(settings_env: dict[str, str]) -> Iterator[ConnectionPool[Connection]]:
+def pool(settings_env: dict[str, str]) -> Iterator[SchemaPool]:
     with open_pool(load_settings()) as opened:
         yield opened
 
 
 @pytest.fixture
-def janitor(pool: ConnectionPool[Connection]) -> Iterator[Recovery]:
+def janitor(pool: SchemaPool) -> Iterator[Recovery]:
     with QueueRepository.from_settings(load_settings()) as queues:
         queues.ensure_queues()
         poison = PoisonRepository(pool)
@@ -71,7 +70,7 @@ def snapshot(probe: Probe, task_id: TaskId) -> tuple[dict[str, Any], dict[str, A
 
 
 def test_lost_claim_cannot_complete(
-    pool: ConnectionPool[Connection], janitor: Recovery, probe: Probe
+    pool: SchemaPool, janitor: Recovery, probe: Probe
 ) -> None:
     jobs, tasks = JobRepository(pool), TaskRepository(pool)
     job_id, (task, other) = start_job(jobs, tasks, 2)

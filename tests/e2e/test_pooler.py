@@ -59,6 +59,7 @@ def test_a_job_completes_through_pgbouncer_in_a_custom_schema(
         "AzureWebJobsStorage": azurite,
         "LIGHTSOUT_JOBS_QUEUE": queue_names.jobs,
         "LIGHTSOUT_TASKS_QUEUE": queue_names.tasks,
+        # Stripped with the other LIGHTSOUT_ settings above: the test key, noop_fanout.
         "LIGHTSOUT_API_KEYS": TEST_API_KEYS,
         "LIGHTSOUT_SELFTEST_JOB_TYPES": "true",
     }

@@ -40,6 +40,7 @@ ROUTES = {
     "cancel_jobs": ("POST", {}),
     "retry_jobs": ("POST", {}),
     "list_workers": ("GET", {}),
+    "purge_jobs": ("POST", {}),
 }
 
 

@@ -55,7 +55,7 @@ def db(database_url: str) -> Iterator[Db]:
 def started_stage(rt: Runtime, tasks: int, label: str = "") -> tuple[JobId, list[TaskId]]:
     """A noop_fanout job whose stage 1 has `tasks` task rows, none of them sent yet."""
     params = {"tasks": tasks, "stages": 1, "sleep_ms": len(label)}
-    job_id = rt.engine.submit("noop_fanout", params).job.job_id
+    job_id = rt.engine.submit("noop_fanout", params).job_id
     assert rt.tasks.start_stage(job_id, 1, [NewTask("noop_1") for _ in range(tasks)])
     return job_id, [make_task_id(job_id, 1, i) for i in range(tasks)]
 
@@ -227,7 +227,7 @@ def test_the_janitor_fails_jobs_of_a_job_type_this_deployment_lacks(
 
 def test_operator_retry_reruns_the_failed_tasks_and_the_job_completes(rt: Runtime) -> None:
     params = {"tasks": 3, "stages": 1, "fail_until_attempt": {"1": 4}}
-    job_id = rt.engine.submit("noop_fanout", params).job.job_id
+    job_id = rt.engine.submit("noop_fanout", params).job_id
     pump(rt)
     job = rt.jobs.get(job_id)
     assert job.status is JobStatus.FAILED
@@ -296,3 +296,25 @@ def test_a_janitor_sweeping_during_a_slow_dispatch_sends_no_task_twice(rt: Runti
     assert rt.tasks.undispatched(job_id, 1) == []
     sent = Counter(sent_task_ids(rt))
     assert sent == Counter(ids), f"sent twice: {[t for t, n in sent.items() if n > 1][:5]}"
+
+
+def test_the_sweeper_sends_no_job_message_for_a_stage_being_entered(rt: Runtime, db: Db) -> None:
+    # The process that ended the previous stage holds the next one's lease while it builds
+    # it (controllers/transitions.py): its job message is not "never sent" until the lease
+    # expires, as the process entering it may have died.
+    job_id = rt.engine.submit("noop_fanout", {"tasks": 2, "stages": 1}).job_id
+    assert rt.engine.dispatcher is None or rt.engine.dispatcher.wait_idle(30)
+    db.execute("UPDATE jobs SET dispatched_at = NULL WHERE job_id = %s", (job_id,))
+    age(db, "jobs", "updated_at", [job_id])
+    assert rt.jobs.take_dispatch_lease(job_id, 1, "entering", timedelta(minutes=1))  # pending
+
+    assert janitor(rt).run_janitor().resent_jobs == 0
+
+    db.execute(
+        f"UPDATE job_stages SET dispatch_lease_until = {HOUR_AGO} WHERE job_id = %s", (job_id,)
+    )
+    assert janitor(rt).run_janitor().resent_jobs == 1
+    repairs = db.execute(
+        "SELECT stage, reason FROM job_events WHERE job_id = %s AND kind = 'repair'", (job_id,)
+    ).fetchall()
+    assert repairs == [{"stage": 1, "reason": "stage message never sent: the sweeper sends it"}]

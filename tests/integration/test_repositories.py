@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
-from repositories.db import Connection, open_pool
+from repositories.db import SchemaPool, open_pool
 from repositories.jobs import JobRepository
 from repositories.poison import PoisonRepository
 from repositories.tasks import TaskRepository
@@ -37,18 +36,18 @@ def settings(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture
-def pool(settings: Settings) -> Iterator[ConnectionPool[Connection]]:
+def pool(settings: Settings) -> Iterator[SchemaPool]:
     with open_pool(settings) as pool:
         yield pool
 
 
 @pytest.fixture
-def jobs(pool: ConnectionPool[Connection]) -> JobRepository:
+def jobs(pool: SchemaPool) -> JobRepository:
     return JobRepository(pool)
 
 
 @pytest.fixture
-def tasks(pool: ConnectionPool[Connection]) -> TaskRepository:
+def tasks(pool: SchemaPool) -> TaskRepository:
     return TaskRepository(pool)
 
 
@@ -300,7 +299,7 @@ def test_find_pages_newest_first(jobs: JobRepository, tasks: TaskRepository) -> 
     assert len(tasks.find(made[0], stage=1, status=TaskStatus.COMPLETED).items) == 5
 
 
-def test_poison_records(pool: ConnectionPool[Connection]) -> None:
+def test_poison_records(pool: SchemaPool) -> None:
     poison = PoisonRepository(pool)
     job = job_id("poisoned")
     task_ids = [TaskId(f"{job}-s1-t0")]

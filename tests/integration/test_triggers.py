@@ -87,8 +87,12 @@ def call_http(
 
 
 def submit(job_type: str, params: Json | bytes) -> tuple[int, Json]:
+    """Submit, then wait until the batched dispatcher sent what the submission queued."""
     body = params if isinstance(params, bytes) else json.dumps(params).encode()
-    return call_http("submit_job", "POST", {"job_type": job_type}, body=body)
+    answer = call_http("submit_job", "POST", {"job_type": job_type}, body=body)
+    dispatcher = runtime().engine.dispatcher
+    assert dispatcher is None or dispatcher.wait_idle(30)
+    return answer
 
 
 def submitted(job_type: str, params: Json) -> str:

@@ -138,7 +138,7 @@ class World:
 
     def run(self, job_type: str, params: Json, twice: bool = False) -> JobRecord:
         """Submit a job and deliver messages until none is left; return the job."""
-        job_id = self.engine.submit(job_type, params).job.job_id
+        job_id = self.engine.submit(job_type, params).job_id
         self.bus.drain(self.engine, twice=twice)
         return self.jobs.get(job_id)
 
@@ -228,11 +228,14 @@ def test_prime_count_stage_one_decides_how_many_tasks_stage_two_gets(world: Worl
 
 @case
 def test_a_stage_without_tasks_advances_at_once(world: World) -> None:
-    job_id = world.engine.submit("probe", {"tasks": 0}).job.job_id
+    job_id = world.engine.submit("probe", {"tasks": 0}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     world.bus.deliver_next(world.engine, "tasks")
-    assert world.bus.deliver_next(world.engine, "jobs") is not None  # stage 2's job message
+    # The process that ran stage 1's last task entered stage 2 itself (no job message);
+    # stage 2 had no task, so stage 3 followed at once.
     assert world.jobs.get(job_id).stage == 3
+    sent = [e for e in world.bus.sent if e.queue == "jobs"]
+    assert [JobQueueMessage.model_validate_json(e.body).stage for e in sent] == [1]
     world.bus.drain(world.engine)
     job = world.jobs.get(job_id)
     assert job.status is JobStatus.COMPLETED, job.error
@@ -268,7 +271,7 @@ def test_every_message_delivered_twice_gives_the_same_job(world: World) -> None:
 @case
 def test_a_flaky_task_is_retried_and_the_job_completes(world: World) -> None:
     params = {"tasks": 3, "stages": 1, "flaky_task_indices": [1]}
-    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    job_id = world.engine.submit("noop_fanout", params).job_id
     world.bus.drain(world.engine, fast_forward=False)
     (retry,) = world.bus.pending()
     assert 0.25 <= retry.due - world.bus.clock <= 0.5  # noop_fanout's first backoff
@@ -296,7 +299,7 @@ def test_a_flaky_task_is_retried_and_the_job_completes(world: World) -> None:
 def test_a_retry_whose_send_fails_loses_no_sibling_result(world: World) -> None:
     world.engine.runner.outage_wait_s = 0.0  # give up on the queue at once
     params = {"tasks": 4, "stages": 1, "flaky_task_indices": [1]}
-    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    job_id = world.engine.submit("noop_fanout", params).job_id
     world.bus.deliver_next(world.engine, "jobs")
     world.bus.refuse_task_sends = 1000
     world.bus.deliver_next(world.engine, "tasks")  # all four tasks in one message
@@ -314,7 +317,7 @@ def test_a_retry_whose_send_fails_loses_no_sibling_result(world: World) -> None:
 @case
 def test_a_retry_rides_out_a_short_queue_outage(world: World) -> None:
     params = {"tasks": 3, "stages": 1, "fail_until_attempt": {"1": 3}}
-    job_id = world.engine.submit("noop_fanout", params).job.job_id
+    job_id = world.engine.submit("noop_fanout", params).job_id
     world.bus.deliver_next(world.engine, "jobs")
     world.bus.refuse_task_sends = 2  # the first retry's send fails twice, then goes
     world.bus.drain(world.engine)
@@ -331,7 +334,7 @@ def test_a_retry_rides_out_a_short_queue_outage(world: World) -> None:
 
 @case
 def test_an_early_delivery_of_a_retry_neither_runs_it_nor_uses_an_attempt(world: World) -> None:
-    job_id = world.engine.submit("patient_probe", {"tasks": 1, "fail": [0]}).job.job_id
+    job_id = world.engine.submit("patient_probe", {"tasks": 1, "fail": [0]}).job_id
     world.bus.drain(world.engine, fast_forward=False)
     task_id = make_task_id(job_id, 2, 0)
     (retry,) = world.bus.pending("tasks")
@@ -368,7 +371,7 @@ def test_a_task_failing_every_attempt_fails_the_job_naming_it(world: World) -> N
 
 @case
 def test_exactly_one_of_racing_completions_is_last(world: World) -> None:
-    job_id = world.engine.submit("noop_fanout", {"tasks": 200, "stages": 1}).job.job_id
+    job_id = world.engine.submit("noop_fanout", {"tasks": 200, "stages": 1}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     claims = world.tasks.claim([make_task_id(job_id, 1, i) for i in range(200)], "racer")
     assert len(claims) == 200
@@ -448,7 +451,7 @@ def test_finalize_that_raises_fails_the_job(world: World) -> None:
 
 @case
 def test_a_task_message_after_cancel_runs_nothing(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     assert world.engine.cancel(job_id, "operator", "test") == (True, JobStatus.CANCELLED)
     assert world.bus.drain(world.engine) == 1  # the stale task message
@@ -465,9 +468,9 @@ def test_submit_is_idempotent(world: World) -> None:
     first = world.engine.submit("hello_world", {"n": 2})
     again = world.engine.submit("hello_world", {"name": "world", "n": 2})  # defaults spelled out
     assert (first.created, again.created) == (True, False)
-    assert again.job.job_id == first.job.job_id
+    assert again.job_id == first.job_id
     assert [e.queue for e in world.bus.sent] == ["jobs"]
-    assert first.job.dispatched_at is not None
+    assert world.jobs.get(first.job_id).dispatched_at is not None
 
 
 @case
@@ -505,7 +508,7 @@ def test_a_malformed_poison_message_is_recorded_and_raises_nothing(world: World)
 
 @case
 def test_a_poison_task_message_fails_its_tasks_and_the_stage_ends(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     envelope = world.bus.take("tasks")
     assert envelope is not None
@@ -529,7 +532,7 @@ def test_a_poison_task_message_fails_its_tasks_and_the_stage_ends(world: World) 
 
 @case
 def test_a_poison_job_message_fails_the_job(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     envelope = world.bus.take("jobs")
     assert envelope is not None
     world.engine.record_poison(
@@ -542,7 +545,7 @@ def test_a_poison_job_message_fails_the_job(world: World) -> None:
 
 @case
 def test_a_stale_poison_job_message_leaves_a_job_that_moved_on_alone(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     first = world.bus.take("jobs")
     assert first is not None
     world.bus.deliver(world.engine, first)  # it did its work, but its delivery failed later
@@ -559,7 +562,7 @@ def test_a_stale_poison_job_message_leaves_a_job_that_moved_on_alone(world: Worl
 
 @case
 def test_repair_advances_a_stage_whose_last_completion_was_not_followed(world: World) -> None:
-    job_id = world.engine.submit("probe", {}).job.job_id
+    job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
     envelope = world.bus.take("tasks")
     assert envelope is not None
@@ -572,9 +575,10 @@ def test_repair_advances_a_stage_whose_last_completion_was_not_followed(world: W
     assert world.engine.repair_stalled_stages(grace=timedelta(hours=1)) == []
     assert world.engine.repair_stalled_stages(grace=timedelta(0)) == [(job_id, 1)]
     assert world.jobs.get(job_id).stage == 2
-    assert [e.body for e in world.bus.pending("jobs")] == [
-        JobQueueMessage(job_id=job_id, stage=2).model_dump_json()
-    ]
+    # The janitor built and sent stage 2 itself: its task messages wait, no job message.
+    assert world.bus.pending("jobs") == []
+    pending = [TaskQueueMessage.model_validate_json(e.body) for e in world.bus.pending("tasks")]
+    assert {m.stage for m in pending} == {2}
     world.bus.drain(world.engine)
     job = world.jobs.get(job_id)
     assert job.status is JobStatus.COMPLETED, job.error

@@ -73,6 +73,12 @@ def test_a_valid_job_type_registers_and_is_returned() -> None:
     assert isinstance(types.get("demo"), cls)
 
 
+def test_a_route_name_cannot_be_a_job_type() -> None:
+    # POST /api/jobs/purge is the purge route, not a submission of a job type "purge".
+    with pytest.raises(JobTypeError, match="'purge' is reserved"):
+        Registry().register(job_type("purge"))
+
+
 def test_a_job_type_name_is_registered_once() -> None:
     types = Registry()
     types.register(job_type("demo"))
@@ -97,13 +103,13 @@ def test_a_bad_stage_name_is_refused() -> None:
     assert "stage 2 name 'Two' must match ^[a-z][a-z0-9_]{0,62}$" in message
 
 
-@pytest.mark.parametrize("per_message", [0, -1, 513])
+@pytest.mark.parametrize("per_message", [-1, 513])
 def test_tasks_per_message_out_of_range_is_refused(per_message: int) -> None:
     message = refusal(job_type(declared=[stage("one", tasks_per_message=per_message)]))
-    assert message.endswith("stage 'one': tasks_per_message must be 1..512")
+    assert message.endswith("stage 'one': tasks_per_message must be 1..512, or AUTO_PACKING (0)")
 
 
-@pytest.mark.parametrize("per_message", [1, 512])
+@pytest.mark.parametrize("per_message", [0, 1, 512])
 def test_tasks_per_message_at_the_limits_is_accepted(per_message: int) -> None:
     Registry().register(job_type(declared=[stage("one", tasks_per_message=per_message)]))
 

@@ -1,0 +1,167 @@
+"""The engine workloads the bench times, through the public HTTP API of local hosts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import psycopg
+
+from bench.services import BENCH_KEY, wait_job
+from lightsout.client import KEY_HEADER, ApiClient
+
+JOB_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    job_id: str
+
+
+def fanout(url: str, tasks: int, stages: int, seed: str) -> Run:
+    """Submit one noop_fanout job and wait for it; return its wall time from POST to done."""
+    client = ApiClient(url, key=BENCH_KEY)
+    started = time.monotonic()
+    # Jobs are idempotent by their parameters: an inert, distinct list makes each run new.
+    params = {
+        "tasks": tasks,
+        "stages": stages,
+        "fail_task_indices": [tasks + abs(hash(seed)) % 10**6],
+    }
+    job = client.submit("noop_fanout", params)
+    status = wait_job(url, str(job["job_id"]), JOB_TIMEOUT_S)
+    if status != "completed":
+        raise RuntimeError(f"noop_fanout {tasks}x{stages} ended {status}")
+    return Run(time.monotonic() - started, str(job["job_id"]))
+
+
+def transition_latencies(dsn: str, job_ids: list[str]) -> list[float]:
+    """Seconds from the last task of stage k finished to the first of stage k+1 claimed."""
+    query = (
+        "WITH s AS (SELECT job_id, stage, max(finished_at) AS last_end,"
+        " min(claimed_at) AS first_claim FROM lightsout.tasks WHERE job_id = ANY (%s)"
+        " GROUP BY job_id, stage)"
+        " SELECT extract(epoch FROM b.first_claim - a.last_end) AS gap"
+        " FROM s a JOIN s b ON b.job_id = a.job_id AND b.stage = a.stage + 1"
+    )
+    with psycopg.connect(dsn) as conn:
+        return [float(row[0]) for row in conn.execute(query, (job_ids,)).fetchall()]
+
+
+@dataclass(frozen=True)
+class Submissions:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def submissions(url: str, clients: int, per_client: int, tag: str) -> Submissions:
+    """Distinct hello_world submissions from `clients` keep-alive threads; rate and latency."""
+    split = urlsplit(url)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        conn = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=60)
+        mine = []
+        for i in range(per_client):
+            body = json.dumps({"n": 1, "name": f"{tag}-{n}-{i}"})
+            started = time.monotonic()
+            conn.request(
+                "POST",
+                "/api/jobs/hello_world",
+                body,
+                {"Content-Type": "application/json", KEY_HEADER: BENCH_KEY},
+            )
+            answer = conn.getresponse()
+            answer.read()
+            mine.append(time.monotonic() - started)
+            if answer.status != 202:
+                with lock:
+                    errors.append(str(answer.status))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} submissions failed: {sorted(set(errors))}")
+    ordered = sorted(latencies)
+    return Submissions(
+        len(ordered) / elapsed, 1000 * statistics.median(ordered), 1000 * percentile(ordered, 99)
+    )
+
+
+def health_latencies(url: str, requests: int, keep_alive: bool) -> list[float]:
+    """Seconds per GET /api/health, on one kept-alive connection or a new one each time."""
+    split = urlsplit(url)
+    conn: http.client.HTTPConnection | None = None
+    took = []
+    for _ in range(requests):
+        if conn is None or not keep_alive:
+            conn = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=30)
+        started = time.monotonic()
+        conn.request("GET", "/api/health")
+        conn.getresponse().read()
+        took.append(time.monotonic() - started)
+        if not keep_alive:
+            conn.close()
+    if conn is not None:
+        conn.close()
+    return sorted(took)
+
+
+def percentile(ordered: list[float], pct: float) -> float:
+    """The nearest-rank percentile of sorted values."""
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def load_history(dsn: str, tasks: int, per_job: int = 10_000) -> None:
+    """Bulk-load `tasks` finished tasks (in finished one-stage jobs) with generate_series."""
+    jobs = max(1, tasks // per_job)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET search_path TO lightsout")
+        conn.execute(
+            "INSERT INTO jobs (job_id, job_type, status, stage, total_stages, finished_at,"
+            " dispatched_at, created_at, updated_at)"
+            " SELECT encode(sha256(('hist' || j)::bytea), 'hex'), 'noop_fanout', 'completed',"
+            " 1, 1, now() - interval '1 hour', now(), now() - interval '2 hours',"
+            " now() - interval '1 hour' FROM generate_series(1, %s) j",
+            (jobs,),
+        )
+        conn.execute(
+            "INSERT INTO job_stages (job_id, stage, name, status, task_count, completed_count,"
+            " started_at, finished_at) SELECT job_id, 1, 'noop_1', 'completed', %s, %s,"
+            " created_at, finished_at FROM jobs WHERE job_type = 'noop_fanout'"
+            " AND status = 'completed'",
+            (per_job, per_job),
+        )
+        conn.execute(
+            "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type, status, result,"
+            " attempt, claimed_by, claimed_at, dispatched_at, finished_at, created_at, updated_at)"
+            " SELECT j.job_id || '-s1-t' || i, j.job_id, 1, i, 'noop_1', 'completed',"
+            " '{\"attempt\": 1}', 1, 'history', j.created_at, j.created_at, j.finished_at,"
+            " j.created_at, j.finished_at"
+            " FROM jobs j CROSS JOIN generate_series(0, %s - 1) i WHERE j.status = 'completed'",
+            (per_job,),
+        )
+        conn.execute("VACUUM ANALYZE")
+        # Write the loaded pages out now: a database with a long history does not have
+        # a gigabyte of fresh dirty pages, and the run should not pay for the loader's.
+        conn.execute("CHECKPOINT")

@@ -1,0 +1,76 @@
+"""The batched dispatcher sends each submitted job's stage-1 message once and marks it sent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+
+from controllers.dispatcher import BatchDispatcher
+from schemas.exceptions import QueueUnavailable
+from schemas.ids import JobId
+from schemas.messages import JobQueueMessage, TaskQueueMessage
+from tests.fakes import FakeBus
+
+
+class Marks:
+    def __init__(self) -> None:
+        self.marked: list[JobId] = []
+        self.lock = threading.Lock()
+
+    def mark_many_dispatched(self, job_ids: Sequence[JobId], stage: int) -> None:
+        assert stage == 1
+        with self.lock:
+            self.marked += job_ids
+
+
+class FailingBus(FakeBus):
+    def send_job(self, msg: JobQueueMessage, delay: timedelta | None = None) -> None:
+        if msg.job_id.startswith("f"):
+            raise QueueUnavailable("the queue is down")
+        super().send_job(msg, delay)
+
+    def send_tasks(
+        self, msgs: Sequence[TaskQueueMessage], delay: timedelta | None = None
+    ) -> list[TaskQueueMessage]:
+        raise AssertionError("not used")
+
+
+def ids(prefix: str, n: int) -> list[JobId]:
+    return [JobId(f"{prefix}{i:063x}"[:64]) for i in range(n)]
+
+
+def test_every_enqueued_job_is_sent_once_and_marked() -> None:
+    bus, marks = FakeBus(), Marks()
+    dispatcher = BatchDispatcher(bus, marks, senders=4)
+    jobs = ids("a", 300)
+
+    def enqueue(part: list[JobId]) -> None:
+        for job_id in part:
+            dispatcher.enqueue(job_id)
+
+    threads = [
+        threading.Thread(target=enqueue, args=(part,))
+        for part in (jobs[:150], jobs[150:], jobs[:10])  # ten enqueued twice
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert dispatcher.wait_idle(30)
+    sent = [JobQueueMessage.model_validate_json(e.body) for e in bus.sent]
+    assert {m.stage for m in sent} == {1}
+    # A job enqueued twice within one batch is sent once; in two batches, twice (harmless).
+    assert {m.job_id for m in sent} == set(jobs) and len(sent) <= 310
+    assert set(marks.marked) == set(jobs)
+
+
+def test_a_job_whose_send_failed_is_left_unmarked_for_the_sweeper() -> None:
+    bus, marks = FailingBus(), Marks()
+    dispatcher = BatchDispatcher(bus, marks, senders=2)
+    good, bad = ids("a", 5), ids("f", 3)
+    for job_id in [*good, *bad]:
+        dispatcher.enqueue(job_id)
+    assert dispatcher.wait_idle(30)
+    assert set(marks.marked) == set(good)
+    assert {JobQueueMessage.model_validate_json(e.body).job_id for e in bus.sent} == set(good)
