@@ -6,6 +6,14 @@ DROP FUNCTION pause_job_type(text, text, text);
 -- Rows still held by a pause go back to the sweeper, which sends them.
 UPDATE jobs SET dispatched_at = NULL WHERE dispatched_at = pause_hold();
 UPDATE tasks SET dispatched_at = NULL WHERE dispatched_at = pause_hold();
+CREATE OR REPLACE FUNCTION mark_job_dispatched(p_job_id text, p_stage integer)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE jobs j SET dispatched_at = now()
+     WHERE j.job_id = p_job_id AND j.stage = p_stage AND j.status IN ('queued', 'processing');
+    RETURN FOUND;
+END $$;
 DROP FUNCTION pause_hold();
 DROP INDEX poison_messages_by_job;
 DROP INDEX tasks_by_claimed_at;

@@ -32,6 +32,19 @@ LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
     SELECT timestamptz '9999-12-31 00:00:00+00';
 $$;
 
+-- A sent job message never overwrites a pause's hold on the stage: the stage is held
+-- whether the message was marked sent before or after it was processed (a process that
+-- enters a stage itself marks it after building it, and that build may be the one held).
+CREATE OR REPLACE FUNCTION mark_job_dispatched(p_job_id text, p_stage integer)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE jobs j SET dispatched_at = now()
+     WHERE j.job_id = p_job_id AND j.stage = p_stage AND j.status IN ('queued', 'processing')
+       AND j.dispatched_at IS DISTINCT FROM pause_hold();
+    RETURN FOUND;
+END $$;
+
 CREATE FUNCTION pause_job_type(p_job_type text, p_actor text, p_reason text)
 RETURNS TABLE (paused_now boolean, paused_by text, paused_at timestamptz)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$

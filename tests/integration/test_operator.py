@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from controllers.transitions import enter_stage
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.operator import EventList, PauseResponse, WorkerList
@@ -153,6 +154,26 @@ def test_pause_holds_stage_starts_and_task_messages_and_resume_sends_them(
         "stage 1 held: job type noop_fanout is paused",
         "job type noop_fanout resumed",
     ]
+
+
+def test_a_stage_entered_in_process_while_paused_stays_held_until_resume(
+    rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames
+) -> None:
+    pause("noop_fanout")
+    waiting = JobId(submitted("noop_fanout", {"tasks": 2, "stages": 1}))
+    take(azurite, queue_names.jobs)  # its stage-1 message, sent before anyone processed it
+
+    # The process that would enter the stage itself (after the previous stage's last task)
+    # finds the type paused: the hold must survive its "marked sent" afterwards.
+    enter_stage(rt.engine.driver, waiting, 1)
+    held = db.execute(
+        "SELECT dispatched_at = pause_hold() AS held FROM jobs WHERE job_id = %s", (waiting,)
+    ).fetchone()
+    assert held == {"held": True}
+
+    resume("noop_fanout")
+    sent = [JobQueueMessage.model_validate_json(t) for t in take(azurite, queue_names.jobs)]
+    assert sent == [JobQueueMessage(job_id=waiting, stage=1)]
 
 
 def test_the_janitor_does_not_reap_a_paused_types_tasks(
