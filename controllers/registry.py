@@ -47,10 +47,6 @@ def problems_of(controller: BaseController[Any]) -> list[str]:
     return problems
 
 
-# Names a job type cannot take: POST /api/jobs/{job_type} would collide with these routes.
-RESERVED = frozenset({"purge"})
-
-
 class Registry:
     """Job types by name."""
 
@@ -68,8 +64,6 @@ class Registry:
             )
         if name in self._types:
             raise JobTypeError("job type registered twice", job_type=name)
-        if name in RESERVED:
-            raise JobTypeError(f"job type {name!r} is reserved: POST /api/jobs/{name} is a route")
         controller = cls()
         problems = problems_of(controller)
         if problems:

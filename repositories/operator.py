@@ -54,7 +54,7 @@ OUTBOX = """
              + (SELECT count(*) FROM tasks t WHERE t.job_id = j.job_id
                    AND t.dispatched_at IS NULL AND t.status IN ('queued', 'retrying'))::integer
              AS unsent,
-           (j.dispatched_at = pause_hold())::integer
+           coalesce(j.dispatched_at = pause_hold(), false)::integer
              + (SELECT count(*) FROM tasks t WHERE t.job_id = j.job_id
                    AND t.dispatched_at = pause_hold()
                    AND t.status IN ('queued', 'retrying'))::integer

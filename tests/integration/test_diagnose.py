@@ -98,6 +98,17 @@ def test_dispatch_pending(
     assert "3 messages are recorded but not sent yet" in found.verdict
 
 
+def test_a_submitted_job_whose_stage_message_is_not_sent_yet(rt: Runtime, db: Conn) -> None:
+    # Submission answers before the dispatcher sends stage 1: dispatched_at is still NULL.
+    job_id = JobId(submitted("noop_fanout", {"tasks": 2}))
+    db.execute("UPDATE jobs SET dispatched_at = NULL WHERE job_id = %s", (job_id,))
+
+    found = diagnose(job_id)
+
+    assert found.state == "dispatch_pending"
+    assert (found.evidence.unsent_messages, found.evidence.held_messages) == (1, 0)
+
+
 def test_lost_stage_message(rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames) -> None:
     job_id = JobId(submitted("noop_fanout", {"tasks": 2}))
     take(azurite, queue_names.jobs)  # the message is lost
