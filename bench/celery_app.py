@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery  # type: ignore[import-untyped]
+from celery import Celery
 
 BROKER = os.environ.get("BENCH_CELERY_REDIS", "redis://127.0.0.1:6379/7")
 app = Celery("lightsout_bench", broker=BROKER, backend=BROKER)

@@ -23,7 +23,7 @@ class ChordRun:
 def install() -> None:
     """Install celery and redis into this interpreter's environment (bench only)."""
     try:
-        import celery  # type: ignore[import-untyped]  # noqa: F401
+        import celery  # noqa: F401
         import redis  # noqa: F401
     except ImportError:
         subprocess.run(
@@ -58,7 +58,7 @@ def chord_run(tasks: int, limit_s: float, workers: int = 2) -> ChordRun:
 
 def _timed_chord(tasks: int, limit_s: float, queue: str) -> ChordRun:
     from celery import chord
-    from celery.exceptions import TimeoutError as CeleryTimeout  # type: ignore[import-untyped]
+    from celery.exceptions import TimeoutError as CeleryTimeout
 
     import bench.celery_app as capp
 
