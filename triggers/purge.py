@@ -55,7 +55,12 @@ def _cutoff(raw: str | None) -> datetime:
         raise BadRequest("query parameter 'older_than' is required: an ISO time or an age (30d)")
     age = AGE.match(raw)
     if age:
-        return datetime.now(UTC) - timedelta(**{UNITS[age[2]]: float(age[1])})
+        try:
+            return datetime.now(UTC) - timedelta(**{UNITS[age[2]]: float(age[1])})
+        except OverflowError:  # an age past datetime's range (year 1): nothing is that old
+            raise BadRequest(
+                f"query parameter 'older_than' is an age past any date: {raw!r}"
+            ) from None
     try:
         when = datetime.fromisoformat(raw)
     except ValueError:
