@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Iterator, Mapping
 from http import HTTPStatus
@@ -32,6 +33,9 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 _HEX = re.compile(rb"[0-9a-fA-F]{1,16}")
 STATUS_PATH = "/admin/host/status"
 KEEP_ALIVE_SECONDS = 15  # an idle keep-alive connection is closed after this
+# After refusing a body unread: how much more of it is read and dropped, and for how long.
+LINGER_BYTES = 16 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 
 class FunctionHttpServer(ThreadingHTTPServer):
@@ -218,6 +222,21 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.close_connection = True
         self._send_error(status, error, message)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Drop what the client still sends for a moment, so that it reads the answer.
+
+        Closing a socket with unread data resets the connection: a client still writing its
+        body then gets a broken pipe instead of the 413 (a lingering close, as web servers do).
+        """
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            dropped = 0
+            while dropped < LINGER_BYTES and (chunk := self.rfile.read1(65536)):
+                dropped += len(chunk)
 
     def _send_error(self, status: int, error: str, message: str, allow: str | None = None) -> None:
         """Answer with the documented error body: error, message, fields."""
