@@ -77,12 +77,20 @@ class RefusingSends:
         return self.queues.tasks_queue
 
     @property
+    def task_queues(self) -> tuple[str, ...]:
+        return self.queues.task_queues
+
+    @property
     def jobs_poison_queue(self) -> str:
         return self.queues.jobs_poison_queue
 
     @property
     def tasks_poison_queue(self) -> str:
         return self.queues.tasks_poison_queue
+
+    @property
+    def task_poison_queues(self) -> tuple[str, ...]:
+        return self.queues.task_poison_queues
 
     @property
     def encoding(self) -> str:

@@ -16,6 +16,7 @@ from schemas.exceptions import Conflict, DatabaseError, JobTypeError, QueueError
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage
 from schemas.records import UnsentTask
+from schemas.settings import MAX_TASK_QUEUE_SHARDS, task_shard_queues
 
 log = logging.getLogger(__name__)
 PEEK_MAX = 32
@@ -111,12 +112,14 @@ class Recovery:
         # soon. Otherwise the work may just be waiting its turn: only after `stall`.
         counts = self.queues.approximate_counts()
         report.counts = counts
-        tasks_queue, jobs_queue = self.queues.tasks_queue, self.queues.jobs_queue
-        empty = counts.get(tasks_queue, 1) == 0 and counts.get(jobs_queue, 1) == 0
+        task_queues, jobs_queue = self.queues.task_queues, self.queues.jobs_queue
+        empty = all(counts.get(queue, 1) == 0 for queue in (jobs_queue, *task_queues))
         idle = self.timings.lease if empty else self.timings.stall
+        # A task's message went to one shard, not recorded which: the earliest time holds.
+        tasks_sent_before = min(self._sent_before(queue, counts) for queue in task_queues)
         reopened = self.repo.reopen_lost(
             idle,
-            self._sent_before(tasks_queue, counts),
+            tasks_sent_before,
             self._sent_before(jobs_queue, counts),
             self.bounds.reopen_per_run,
             self.bounds.reopen_per_stage,
@@ -172,7 +175,7 @@ class Recovery:
         # The Functions host moves a message that is not in host.json's messageEncoding to
         # the poison queue unread, and from the poison queue to `<poison>-poison`, where no
         # trigger ever sees it: record it from there, so no message goes unrecorded.
-        for queue in (self.queues.jobs_poison_queue, self.queues.tasks_poison_queue):
+        for queue in (self.queues.jobs_poison_queue, *self.queues.task_poison_queues):
             for _ in range(batches):
                 received = self.queues.receive_raw(f"{queue}-poison")
                 for raw in received:
@@ -210,8 +213,8 @@ class Recovery:
         Once: a second replay raises Conflict naming when the first was, unless `force`.
         """
         record = self.poison.get(poison_id)
-        queue = record.queue_name.removesuffix("-poison")
-        if queue not in (self.queues.jobs_queue, self.queues.tasks_queue):
+        queue = self._replay_queue(record.queue_name.removesuffix("-poison"))
+        if queue is None:
             raise Conflict("poison message came from an unknown queue", queue=record.queue_name)
         replay = self.poison.claim_replay(poison_id, force)
         if not replay.replayed:
@@ -227,3 +230,15 @@ class Recovery:
             self.poison.release_replay(poison_id, replay.previous_at)
             raise
         return queue
+
+    def _replay_queue(self, origin: str) -> str | None:
+        """Return where a message from `origin` is replayed to; None for an unknown queue.
+
+        A task message goes back to its shard, or to shard 0 if its shard is past the
+        configured count now (that shard may have no host reading it).
+        """
+        if origin == self.queues.jobs_queue or origin in self.queues.task_queues:
+            return origin
+        if origin in task_shard_queues(self.queues.tasks_queue, MAX_TASK_QUEUE_SHARDS):
+            return self.queues.tasks_queue
+        return None

@@ -40,7 +40,7 @@ from repositories.tracecontext import stamped
 from schemas.exceptions import ConfigurationError, MessageTooLarge, QueueError, QueueUnavailable
 from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
 from schemas.queued import RawMessage
-from schemas.settings import Settings
+from schemas.settings import Settings, task_shard_queues
 
 # The SDK defaults (20 s connect, 60 s read, 3 retries 15 s apart) make a call to a
 # stopped Azurite hang for about a minute; these fail it in about 2 s. One client per
@@ -125,7 +125,11 @@ class _ThreadClients(threading.local):
 
 
 class QueueRepository:
-    """The jobs and tasks queues (and their poison queues) of one storage account."""
+    """The jobs queue, the task queue shards, and their poison queues, of one storage account.
+
+    Task messages are spread over the shards round-robin (per process): one Azure queue
+    takes about 2,000 messages a second, so a deployment past that uses several.
+    """
 
     def __init__(
         self,
@@ -134,10 +138,14 @@ class QueueRepository:
         tasks_queue: str,
         encoding: MessageEncoding = "base64",
         max_workers: int = 16,
+        task_shards: int = 1,
     ) -> None:
         self.jobs_queue, self.tasks_queue = jobs_queue, tasks_queue
         self.jobs_poison_queue = f"{jobs_queue}-poison"
         self.tasks_poison_queue = f"{tasks_queue}-poison"
+        self.task_queues = task_shard_queues(tasks_queue, task_shards)
+        self.task_poison_queues = tuple(f"{queue}-poison" for queue in self.task_queues)
+        self._next_shard = 0
         self.encoding: MessageEncoding = encoding
         # A plain string is a connection string (tests, tools); settings give either kind.
         self._connection = (
@@ -156,14 +164,26 @@ class QueueRepository:
             connection = read_connection("AzureWebJobsStorage", settings.storage_settings)
         except StorageConfigError as exc:
             raise ConfigurationError(str(exc)) from exc
-        return cls(connection, settings.jobs_queue, settings.tasks_queue, encoding)
+        return cls(
+            connection,
+            settings.jobs_queue,
+            settings.tasks_queue,
+            encoding,
+            task_shards=settings.task_queue_shards,
+        )
 
     @property
-    def queues(self) -> tuple[str, str, str, str]:
-        return self.jobs_queue, self.tasks_queue, self.jobs_poison_queue, self.tasks_poison_queue
+    def queues(self) -> tuple[str, ...]:
+        """Every queue: jobs, the task shards, then their poison queues in the same order."""
+        return (
+            self.jobs_queue,
+            *self.task_queues,
+            self.jobs_poison_queue,
+            *self.task_poison_queues,
+        )
 
     def ensure_queues(self) -> None:
-        """Create the four queues where missing."""
+        """Create every queue where missing."""
         for queue in self.queues:
             # Another worker or an earlier start may have created it: that is fine.
             with translated("create queue", queue=queue), suppress(ResourceExistsError):
@@ -184,8 +204,8 @@ class QueueRepository:
         wires, visibility = [self._checked_wire(msg) for msg in msgs], visibility_seconds(delay)
         pool, stop = self._executor(), threading.Event()
         futures = [
-            pool.submit(self._send_task, stop, msg, wire, visibility)
-            for msg, wire in zip(msgs, wires, strict=True)
+            pool.submit(self._send_task, stop, queue, msg, wire, visibility)
+            for queue, msg, wire in zip(self._task_shards_for(len(msgs)), msgs, wires, strict=True)
         ]
         wait(futures)
         return _all_sent_or_raise(msgs, futures)
@@ -197,7 +217,7 @@ class QueueRepository:
 
     def health(self) -> str | None:
         """Return None when the queue service answers and the queues exist, else why not."""
-        for queue in (self.jobs_queue, self.tasks_queue):
+        for queue in (self.jobs_queue, *self.task_queues):
             try:
                 with translated("queue health", queue=queue):
                     # No retries: a health probe should answer at once.
@@ -286,15 +306,27 @@ class QueueRepository:
                 **context,
             )
 
+    def _task_shards_for(self, count: int) -> list[str]:
+        """Return the task queue of each of `count` messages: the next shards in turn."""
+        shards = len(self.task_queues)
+        with self._lock:
+            first, self._next_shard = self._next_shard, (self._next_shard + count) % shards
+        return [self.task_queues[(first + n) % shards] for n in range(count)]
+
     def _send_task(
-        self, stop: threading.Event, msg: TaskQueueMessage, wire: str, visibility: int | None
+        self,
+        stop: threading.Event,
+        queue: str,
+        msg: TaskQueueMessage,
+        wire: str,
+        visibility: int | None,
     ) -> bool:
         """Send one message of a batch; return False, unsent, once another send has failed."""
         if stop.is_set():
             # Each send would wait out its retries against a service that just failed.
             return False
         try:
-            self._send(self.tasks_queue, wire, visibility, job_id=msg.job_id, stage=msg.stage)
+            self._send(queue, wire, visibility, job_id=msg.job_id, stage=msg.stage)
         except BaseException:
             stop.set()
             raise

@@ -27,6 +27,11 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 # 56 leaves room for the "-poison" suffix within Azure's 63 characters.
 QueueName = Annotated[str, Field(pattern=QUEUE_NAME.pattern, min_length=3, max_length=56)]
+# Task queue shards: shard 0 is LIGHTSOUT_TASKS_QUEUE itself, shard k is "<that>-k". The
+# triggers of every shard are declared whatever the count (triggers/queues.py), so the
+# tasks queue leaves room for the longest of their names, "<tasks>-7-poison".
+MAX_TASK_QUEUE_SHARDS = 8
+MAX_TASKS_QUEUE_CHARS = 63 - len(f"-{MAX_TASK_QUEUE_SHARDS - 1}-poison")
 MIN_KEY_CHARS = 24
 
 
@@ -130,6 +135,9 @@ class Settings(DatabaseSettings):
     tasks_queue: QueueName = Field(
         default="lightsout-tasks", validation_alias="LIGHTSOUT_TASKS_QUEUE"
     )
+    task_queue_shards: int = Field(
+        default=1, ge=1, le=MAX_TASK_QUEUE_SHARDS, validation_alias="LIGHTSOUT_TASK_QUEUE_SHARDS"
+    )
     worker_name: str | None = Field(default=None, validation_alias="LIGHTSOUT_WORKER_NAME")
     task_concurrency: int = Field(
         default=8, ge=1, le=256, validation_alias="LIGHTSOUT_TASK_CONCURRENCY"
@@ -144,6 +152,17 @@ class Settings(DatabaseSettings):
     janitor_schedule: str = Field(
         default="*/10 * * * * *", validation_alias="LIGHTSOUT_JANITOR_SCHEDULE"
     )
+
+    @field_validator("tasks_queue")
+    @classmethod
+    def _room_for_shards(cls, value: str) -> str:
+        if len(value) > MAX_TASKS_QUEUE_CHARS:
+            raise ValueError(
+                f"{value!r} has {len(value)} characters, more than {MAX_TASKS_QUEUE_CHARS}:"
+                f" the poison queue of its last shard, '<name>-{MAX_TASK_QUEUE_SHARDS - 1}-poison',"
+                " must fit in Azure's 63"
+            )
+        return value
 
     @field_validator("storage_connection")
     @classmethod
@@ -177,9 +196,7 @@ class Settings(DatabaseSettings):
     max_result_bytes: int = Field(
         default=256 * 1024, ge=1, validation_alias="LIGHTSOUT_MAX_RESULT_BYTES"
     )
-    selftest_job_types: bool = Field(
-        default=False, validation_alias="LIGHTSOUT_SELFTEST_JOB_TYPES"
-    )
+    selftest_job_types: bool = Field(default=False, validation_alias="LIGHTSOUT_SELFTEST_JOB_TYPES")
     # Read again at import by triggers/janitor.py (a decorator argument); here it is checked.
     janitor_run_on_startup: bool = Field(
         default=False, validation_alias="LIGHTSOUT_JANITOR_RUN_ON_STARTUP"
@@ -216,6 +233,16 @@ class Settings(DatabaseSettings):
     retention_days: float = Field(default=30.0, ge=0, validation_alias="LIGHTSOUT_RETENTION_DAYS")
 
     @model_validator(mode="after")
+    def _queues_distinct(self) -> Settings:
+        every_shard = task_shard_queues(self.tasks_queue, MAX_TASK_QUEUE_SHARDS)
+        if self.jobs_queue in every_shard:
+            raise ValueError(
+                f"LIGHTSOUT_JOBS_QUEUE {self.jobs_queue!r} is the name of a task queue shard"
+                f" of LIGHTSOUT_TASKS_QUEUE {self.tasks_queue!r}: give the two other names"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> Settings:
         if self.heartbeat_s * 2 > self.task_lease_s:
             raise ValueError("LIGHTSOUT_TASK_LEASE_S must be at least twice LIGHTSOUT_HEARTBEAT_S")
@@ -240,6 +267,23 @@ class Settings(DatabaseSettings):
     @property
     def tasks_poison_queue(self) -> str:
         return f"{self.tasks_queue}-poison"
+
+    @property
+    def task_queues(self) -> tuple[str, ...]:
+        """The configured task queue shards, shard 0 first."""
+        return task_shard_queues(self.tasks_queue, self.task_queue_shards)
+
+
+def task_shard_queue(tasks_queue: str, shard: int) -> str:
+    """Return the name of task queue shard `shard`: the tasks queue itself for shard 0."""
+    if not 0 <= shard < MAX_TASK_QUEUE_SHARDS:
+        raise ValueError(f"task queue shard must be 0..{MAX_TASK_QUEUE_SHARDS - 1}, not {shard}")
+    return tasks_queue if shard == 0 else f"{tasks_queue}-{shard}"
+
+
+def task_shard_queues(tasks_queue: str, shards: int) -> tuple[str, ...]:
+    """Return the names of the first `shards` task queue shards."""
+    return tuple(task_shard_queue(tasks_queue, k) for k in range(shards))
 
 
 S = TypeVar("S", bound=DatabaseSettings)

@@ -7,6 +7,8 @@ import azure.functions as func
 from azstorage import UndecodedMessage
 from controllers.outages import while_unavailable
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.settings import task_shard_queue
+from triggers import shards
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
@@ -25,6 +27,26 @@ def jobs_poison(msg: func.QueueMessage) -> None:
 def tasks_poison(msg: func.QueueMessage) -> None:
     """Record a task message that failed every delivery, and fail its tasks."""
     _record(msg, runtime().settings.tasks_poison_queue, TaskQueueMessage)
+
+
+def _declare_task_shard_poison(shard: int) -> None:
+    """Declare `tasks_poison_<shard>`, the trigger of task queue shard `shard`'s poison queue."""
+
+    def record(msg: func.QueueMessage) -> None:
+        queue = f"{task_shard_queue(runtime().settings.tasks_queue, shard)}-poison"
+        _record(msg, queue, TaskQueueMessage)
+
+    name = shards.poison_function(shard)
+    record.__name__ = record.__qualname__ = name
+    record.__doc__ = f"Record a message of task queue shard {shard} that failed every delivery."
+    trigger = bp.queue_trigger(
+        arg_name="msg", queue_name=f"%LIGHTSOUT_TASKS_QUEUE%-{shard}-poison", connection=CONNECTION
+    )
+    bp.function_name(name)(trigger(record))
+
+
+for _shard in shards.SHARDS:
+    _declare_task_shard_poison(_shard)
 
 
 def _record(

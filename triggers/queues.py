@@ -1,4 +1,4 @@
-"""Queue triggers: the jobs queue drives stages, the tasks queue runs tasks."""
+"""Queue triggers: the jobs queue drives stages, the task queue shards run tasks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from controllers.outages import while_unavailable
 from controllers.tracing import message_span
 from schemas.exceptions import ContractViolation
 from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.settings import task_shard_queue
+from triggers import shards
 from triggers.runtime import runtime
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # the package leaves it untyped
@@ -31,6 +33,32 @@ def tasks_queue(msg: func.QueueMessage) -> None:
     """Run the tasks a task message names."""
     rt = runtime()
     _handle(msg, TaskQueueMessage, rt.settings.tasks_queue, rt.engine.handle_task_message)
+
+
+def _declare_task_shard(shard: int) -> None:
+    """Declare `tasks_queue_<shard>`, the trigger of task queue shard `shard` (1 and up).
+
+    Functions indexes triggers statically, so every shard has one whatever the configured
+    count: messages left on a shard after the count was lowered still run. A shard not in
+    use is switched off with the app setting AzureWebJobs.tasks_queue_<shard>.Disabled.
+    """
+
+    def run(msg: func.QueueMessage) -> None:
+        rt = runtime()
+        queue = task_shard_queue(rt.settings.tasks_queue, shard)
+        _handle(msg, TaskQueueMessage, queue, rt.engine.handle_task_message)
+
+    name = shards.queue_function(shard)
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = f"Run the tasks a message of task queue shard {shard} names."
+    trigger = bp.queue_trigger(
+        arg_name="msg", queue_name=f"%LIGHTSOUT_TASKS_QUEUE%-{shard}", connection=CONNECTION
+    )
+    bp.function_name(name)(trigger(run))
+
+
+for _shard in shards.SHARDS:
+    _declare_task_shard(_shard)
 
 
 def _handle(

@@ -15,6 +15,7 @@ from repositories.db import migrations_conninfo
 from repositories.migrations import migrate, status
 from schemas.http import MAX_BODY_BYTES
 from schemas.settings import DatabaseSettings, Settings, load
+from triggers.shards import unused_shard_functions
 
 APP_DIR = Path(__file__).resolve().parents[2]
 DB_ENV = "environment: DATABASE_URL (or PGHOST, PGPORT, ...), LIGHTSOUT_SCHEMA"
@@ -60,6 +61,10 @@ def _host(args: argparse.Namespace) -> int:
     os.environ.setdefault("LIGHTSOUT_JOBS_QUEUE", settings.jobs_queue)
     os.environ.setdefault("LIGHTSOUT_TASKS_QUEUE", settings.tasks_queue)
     os.environ.setdefault("LIGHTSOUT_JANITOR_SCHEDULE", settings.janitor_schedule)
+    # Task queue shards past LIGHTSOUT_TASK_QUEUE_SHARDS are not polled unless a
+    # AzureWebJobs.<function>.Disabled=false says so (to drain them after lowering the count).
+    for name in unused_shard_functions(settings.task_queue_shards):
+        os.environ.setdefault(f"AzureWebJobs.{name}.Disabled", "true")
     # One host on a laptop or in CI: repair what the last run left at once (off in Azure).
     os.environ.setdefault("LIGHTSOUT_JANITOR_RUN_ON_STARTUP", "true")
     # The host refuses a larger body from its Content-Length, before reading any of it.
