@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from schemas.exceptions import ConfigurationError
-from schemas.settings import DatabaseSettings, load, load_settings
+from schemas.settings import (
+    MAX_TASK_QUEUE_SHARDS,
+    MAX_TASKS_QUEUE_CHARS,
+    DatabaseSettings,
+    load,
+    load_settings,
+)
 
 SETTING_NAMES = [
     "DATABASE_URL",
@@ -18,6 +24,7 @@ SETTING_NAMES = [
     "AZUREWEBJOBSSTORAGE",
     "LIGHTSOUT_JOBS_QUEUE",
     "LIGHTSOUT_TASKS_QUEUE",
+    "LIGHTSOUT_TASK_QUEUE_SHARDS",
     "LIGHTSOUT_SCHEMA",
     "LIGHTSOUT_POOL_MIN_SIZE",
     "LIGHTSOUT_POOL_MAX_SIZE",
@@ -108,6 +115,46 @@ def test_database_url_of_another_kind_is_named(env: pytest.MonkeyPatch) -> None:
 def test_bad_queue_names_are_named(env: pytest.MonkeyPatch, setting: str, name: str) -> None:
     env.setenv(setting, name)
     expect_error(setting)
+
+
+def test_one_task_queue_shard_by_default_named_after_the_tasks_queue(
+    env: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().task_queues == ("lightsout-tasks",)
+    env.setenv("LIGHTSOUT_TASK_QUEUE_SHARDS", "4")
+    env.setenv("LIGHTSOUT_TASKS_QUEUE", "ci-tasks")
+    settings = load_settings()
+    assert settings.task_queues == ("ci-tasks", "ci-tasks-1", "ci-tasks-2", "ci-tasks-3")
+    assert settings.tasks_poison_queue == "ci-tasks-poison"
+
+
+def test_as_many_shards_as_the_maximum(env: pytest.MonkeyPatch) -> None:
+    env.setenv("LIGHTSOUT_TASK_QUEUE_SHARDS", str(MAX_TASK_QUEUE_SHARDS))
+    assert load_settings().task_queues[-1] == f"lightsout-tasks-{MAX_TASK_QUEUE_SHARDS - 1}"
+
+
+@pytest.mark.parametrize("shards", ["0", "9", "-1", "two", "1.5", ""])
+def test_bad_shard_counts_are_named(env: pytest.MonkeyPatch, shards: str) -> None:
+    env.setenv("LIGHTSOUT_TASK_QUEUE_SHARDS", shards)
+    expect_error("LIGHTSOUT_TASK_QUEUE_SHARDS")
+
+
+def test_a_tasks_queue_leaves_room_for_its_last_shards_poison_queue(
+    env: pytest.MonkeyPatch,
+) -> None:
+    longest = "t" * MAX_TASKS_QUEUE_CHARS
+    env.setenv("LIGHTSOUT_TASKS_QUEUE", longest)
+    env.setenv("LIGHTSOUT_TASK_QUEUE_SHARDS", str(MAX_TASK_QUEUE_SHARDS))
+    last_poison = f"{load_settings().task_queues[-1]}-poison"
+    assert len(last_poison) == 63  # Azure's limit on a queue name
+    env.setenv("LIGHTSOUT_TASKS_QUEUE", longest + "t")
+    message = expect_error("LIGHTSOUT_TASKS_QUEUE")
+    assert f"more than {MAX_TASKS_QUEUE_CHARS}" in message and "-7-poison" in message
+
+
+def test_the_jobs_queue_may_not_be_a_task_queue_shard(env: pytest.MonkeyPatch) -> None:
+    env.setenv("LIGHTSOUT_JOBS_QUEUE", "lightsout-tasks-5")
+    expect_error("LIGHTSOUT_JOBS_QUEUE")
 
 
 @pytest.mark.parametrize(
