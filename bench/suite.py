@@ -34,7 +34,7 @@ class Sizes:
     raw_messages: int = 2_000
     commits: int = 4_000
     n10_jobs: int = 3
-    transition_sizes: tuple[int, ...] = (10, 1_000)
+    transition_sizes: tuple[int, ...] = (10, 100, 1_000)
     submit_per_client: int = 100
     big_stage: int = 100_000
     history: int = 2_000_000

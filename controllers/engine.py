@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from controllers.base import BaseController
 from controllers.dispatcher import BatchDispatcher
 from controllers.faults import crash_point
+from controllers.localrun import LocalRuns
 from controllers.ports import JobStore, MessageBus, PoisonStore, TaskStore
 from controllers.registry import Registry
 from controllers.stages import StageDriver
@@ -55,6 +56,8 @@ class Engine:
     heartbeat_s: float = 10.0
     outage_wait_s: float = 120.0
     dispatch_lease_s: float = 60.0
+    # Threads that run a new stage's first message here (controllers/localrun.py); 0: none.
+    local_runs: int = 0
     # None: a submission sends its own stage-1 message before it answers (the fakes, tests).
     dispatcher: BatchDispatcher | None = None
 
@@ -74,6 +77,13 @@ class Engine:
             self.heartbeat_s,
             self.outage_wait_s,
         )
+        if self.local_runs:
+            self.driver.local = LocalRuns(self.runner.run_message, self.local_runs)
+
+    def close(self) -> None:
+        """Wait for the runs started here (controllers/localrun.py) to end."""
+        if self.driver.local is not None:
+            self.driver.local.close()
 
     @traced("submit")
     def submit(

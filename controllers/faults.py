@@ -33,6 +33,7 @@ CrashPoint = Literal[
     "before_advance",  # the last task is counted off, the stage not yet left
     "while_entering_stage",  # the stage was left; the next one not yet built nor sent
     "before_batched_send",  # submissions answered 202, their stage-1 messages not sent
+    "before_local_claim",  # a stage's first message handed to a local thread, not claimed
 ]
 
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,12 +20,13 @@ from controllers.base import (
 )
 from controllers.faults import crash_point
 from controllers.limits import capped_tasks
+from controllers.localrun import LocalRuns
 from controllers.ports import JobStore, MessageBus, TaskStore
 from controllers.registry import Registry
 from controllers.tracing import span, traced
 from controllers.transitions import enter_stage
 from schemas.exceptions import DatabaseError, QueueError
-from schemas.ids import JobId, TaskId
+from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import JobRecord, Json, StageRecord, TaskRecord
 from schemas.results import MAX_FAILED_IDS, StageResultContract
@@ -63,6 +64,8 @@ class StageDriver:
     registry: Registry
     holder: str = "engine"
     dispatch_lease: timedelta = timedelta(seconds=60)
+    # Runs a new stage's first message in this process (None: every message is sent).
+    local: LocalRuns | None = None
 
     def process_stage(self, msg: JobQueueMessage, holder: str | None = None) -> None:
         """Build the stage's tasks once, then send every task message not yet sent.
@@ -83,6 +86,8 @@ class StageDriver:
             log.info("job %s stage %d held: its job type is paused", job.job_id, msg.stage)
             return
         controller = self.registry.get(job.job_type)
+        per_message = controller.stage(msg.stage).tasks_per_message
+        here: set[TaskId] = set()
         if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
             try:
                 with span("stage build", job_id=job.job_id, stage=msg.stage):
@@ -92,14 +97,31 @@ class StageDriver:
                 return
             if self.tasks.start_stage(job.job_id, msg.stage, specs):
                 crash_point("after_stage_commit")
+                here = self._run_first_here(job.job_id, msg.stage, per_message, len(specs))
         stage = self.jobs.stage(job.job_id, msg.stage)
         if stage.status is not StageStatus.PROCESSING:
             return
         if stage.remaining == 0:
             self.leave_stage(job.job_id, msg.stage)
             return
-        per_message = controller.stage(msg.stage).tasks_per_message
-        self.dispatch(job.job_id, msg.stage, per_message, holder)
+        self.dispatch(job.job_id, msg.stage, per_message, holder, here)
+
+    def _run_first_here(
+        self, job_id: JobId, stage: int, per_message: int, count: int
+    ) -> set[TaskId]:
+        """Hand the new stage's first message to a local thread; return the tasks it names.
+
+        Those tasks are not sent: see controllers/localrun.py for what covers them.
+        """
+        if self.local is None or count == 0:
+            return set()
+        size = min(count, packing_for(per_message, count))
+        first = TaskQueueMessage(
+            job_id=job_id,
+            stage=stage,
+            task_ids=[make_task_id(job_id, stage, i) for i in range(size)],
+        )
+        return set(first.task_ids) if self.local.offer(first) else set()
 
     def _build(self, controller: BaseController[Any], job: JobRecord, stage: int) -> list[NewTask]:
         declared = controller.stage(stage)
@@ -122,9 +144,16 @@ class StageDriver:
 
     @traced("dispatch")
     def dispatch(
-        self, job_id: JobId, stage: int, per_message: int, holder: str | None = None
+        self,
+        job_id: JobId,
+        stage: int,
+        per_message: int,
+        holder: str | None = None,
+        here: Set[TaskId] = frozenset(),
     ) -> int:
         """Send the stage's unsent tasks, `per_message` to a message; mark what was sent.
+
+        Tasks in `here` are left out: a local thread of this process runs them.
 
         Under the stage's dispatch lease, renewed between chunks: the janitor's sweeper
         leaves a stage alone while its dispatcher is alive, and takes over once it stopped.
@@ -137,7 +166,7 @@ class StageDriver:
             log.info("stage %d of job %s is being dispatched elsewhere", stage, job_id)
             return 0
         try:
-            return self._send_unsent(job_id, stage, per_message, lease)
+            return self._send_unsent(job_id, stage, per_message, lease, here)
         finally:
             if own:
                 self.release(job_id, stage, lease)
@@ -154,8 +183,10 @@ class StageDriver:
         with contextlib.suppress(DatabaseError):
             self.jobs.release_dispatch_lease(job_id, stage, holder)
 
-    def _send_unsent(self, job_id: JobId, stage: int, per_message: int, holder: str) -> int:
-        ids = self.tasks.undispatched(job_id, stage)
+    def _send_unsent(
+        self, job_id: JobId, stage: int, per_message: int, holder: str, here: Set[TaskId]
+    ) -> int:
+        ids = [task_id for task_id in self.tasks.undispatched(job_id, stage) if task_id not in here]
         msgs = task_messages(job_id, stage, ids, per_message)
         sent = 0
         for start in range(0, len(msgs), DISPATCH_CHUNK):

@@ -142,6 +142,7 @@ class Settings(DatabaseSettings):
     task_concurrency: int = Field(
         default=8, ge=1, le=256, validation_alias="LIGHTSOUT_TASK_CONCURRENCY"
     )
+    local_runs: int = Field(default=2, ge=0, le=64, validation_alias="LIGHTSOUT_LOCAL_RUNS")
     heartbeat_s: float = Field(default=10.0, gt=0, validation_alias="LIGHTSOUT_HEARTBEAT_S")
     task_lease_s: float = Field(default=60.0, gt=0, validation_alias="LIGHTSOUT_TASK_LEASE_S")
     sweep_grace_s: float = Field(default=15.0, ge=0, validation_alias="LIGHTSOUT_SWEEP_GRACE_S")

@@ -53,6 +53,7 @@ class Runtime:
     retention: Retention
 
     def close(self) -> None:
+        self.engine.close()  # its local runs first: they use the pool and the queues
         self.queues.close()
         self.pool.close()
 
@@ -88,6 +89,7 @@ def _make_runtime() -> Runtime:
         heartbeat_s=settings.heartbeat_s,
         outage_wait_s=settings.dependency_wait_s,
         dispatch_lease_s=settings.task_lease_s,
+        local_runs=settings.local_runs,
     )
     timings = Timings(
         lease=timedelta(seconds=settings.task_lease_s),

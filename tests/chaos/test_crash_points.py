@@ -151,3 +151,28 @@ def test_crash_between_the_202_and_the_batched_send(fleet: Fleet, probe: Probe) 
     assert repairs(probe, job_id) == [
         "stage 1 by janitor: stage message never sent: the sweeper sends it"
     ]
+
+
+def test_crash_before_the_local_run_claims_the_first_message(fleet: Fleet, probe: Probe) -> None:
+    # The host that built stage 1 keeps its first message (25 tasks) to run on a thread
+    # of its own, unsent, and dies before that thread claims them. Whether it sent the
+    # stage's other messages first is up to the scheduler.
+    crash(fleet, "before_local_claim")
+    job_id = only_job(probe)
+    unsent = probe.rows(
+        "SELECT task_index, status FROM tasks WHERE job_id = %s AND stage = 1"
+        " AND dispatched_at IS NULL ORDER BY task_index",
+        job_id,
+    )
+    say(f"left behind: {len(unsent)} tasks of stage 1 never sent")
+    assert {r["status"] for r in unsent} == {"queued"}
+    assert {r["task_index"] for r in unsent} >= set(range(25))
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, TASKS, STAGES)
+    assert set(repairs(probe, job_id)) == {
+        "stage 1 by janitor: task message never sent: the sweeper sends it"
+    }
+    resent = sum(int(e["detail"]["tasks"]) for e in probe.events(job_id, "repair"))
+    say(f"the sweeper sent {resent} tasks")
+    assert resent == len(unsent)

@@ -450,6 +450,34 @@ def test_finalize_that_raises_fails_the_job(world: World) -> None:
 
 
 @case
+def test_a_new_stage_runs_its_first_message_here_unsent(world: World) -> None:
+    here = Engine(
+        world.jobs, world.tasks, world.bus, world.poison, world.registry, "here", local_runs=2
+    )
+    assert here.driver.local is not None
+    job_id = here.submit("noop_fanout", {"tasks": 60, "stages": 3}).job_id
+    while world.bus.drain(here):  # the local runs send nothing: drain them as well
+        here.driver.local.drain()
+    here.driver.local.drain()
+    job = world.jobs.get(job_id)
+    assert job.status is JobStatus.COMPLETED, job.error
+    tasks = world.task_rows(job_id)
+    assert len(tasks) == 180
+    assert {(t.status, t.attempt) for t in tasks} == {(TaskStatus.COMPLETED, 1)}
+    for stage in (1, 2, 3):
+        named = [t for m in task_messages(world.bus, stage) for t in m.task_ids]
+        assert len(named) == len(set(named)), f"stage {stage}: a task sent twice"
+        first = {make_task_id(job_id, stage, i) for i in range(25)}  # noop_fanout packs 25
+        unsent = {t.task_id for t in tasks if t.stage == stage} - set(named)
+        assert unsent in (set(), first), f"stage {stage}: {sorted(unsent)}"
+    # Stage 1 is built from its job message while no local run is in flight: always here.
+    sent = [m.task_ids for m in task_messages(world.bus, 1)]
+    assert sent == [
+        [make_task_id(job_id, 1, i) for i in range(a, b)] for a, b in ((25, 50), (50, 60))
+    ]
+
+
+@case
 def test_a_task_message_after_cancel_runs_nothing(world: World) -> None:
     job_id = world.engine.submit("probe", {}).job_id
     world.bus.deliver_next(world.engine, "jobs")
