@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from schemas.ids import make_task_id
+from schemas.ids import JobId, make_task_id
 from schemas.messages import TaskQueueMessage
 from tests.fixtures_services import QueueNames
 from tests.integration.test_triggers import deliver, job, queue_message, submitted, take
@@ -41,7 +41,7 @@ def test_the_first_message_of_a_new_stage_runs_here_unsent(
     rt: Runtime, azurite: str, queue_names: QueueNames, db: psycopg.Connection[dict[str, Any]]
 ) -> None:
     assert rt.engine.driver.local is not None
-    job_id = submitted("noop_fanout", {"tasks": 60, "stages": 1})
+    job_id = JobId(submitted("noop_fanout", {"tasks": 60, "stages": 1}))
     (text,) = take(azurite, queue_names.jobs)
     deliver("jobs_queue", queue_message(text))
     rt.engine.driver.local.drain()
@@ -74,7 +74,7 @@ def test_with_every_slot_busy_the_first_message_is_sent(
     local = rt.engine.driver.local
     assert local is not None
     monkeypatch.setattr(local, "offer", lambda msg: False)
-    job_id = submitted("noop_fanout", {"tasks": 30, "stages": 1})
+    job_id = JobId(submitted("noop_fanout", {"tasks": 30, "stages": 1}))
     (text,) = take(azurite, queue_names.jobs)
     deliver("jobs_queue", queue_message(text))
 
