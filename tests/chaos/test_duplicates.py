@@ -131,7 +131,9 @@ def test_every_message_twice(
     assert attempts == {1: TASKS * STAGES}, "one claim, so one run, per task"
     assert not probe.events(doubled, "task_retry")
     # Only stage 1 has a job message: the process that ends a stage enters the next itself.
-    assert doubler.tasks >= STAGES * TASKS // 25 and doubler.jobs >= 1
+    # Each stage's first message runs on a thread of the process that built the stage,
+    # unsent (controllers/localrun.py), unless that process had no slot free.
+    assert doubler.tasks >= STAGES * (TASKS // 25 - 1) and doubler.jobs >= 1
     assert no_claim > 0, "no duplicate was delivered"
 
 
