@@ -1,0 +1,112 @@
+"""Statements that name tasks by id look them up by key on a table of mostly finished tasks.
+
+After ANALYZE of a long history the statistics say no task is queued or running, so the
+planner takes the partial indexes on those statuses for empty and would scan one whole
+(every unclaimed task of a running stage) instead of looking the ids up in tasks_pkey
+(issue 9, migration 0006). The plans checked are the ones the procedures really run: the
+session loads auto_explain, which reports each nested statement's plan as a LOG message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.integration.test_procedures import SCHEMA, Conn, claim, new_stage
+
+HISTORY_JOBS = 4
+HISTORY_TASKS_PER_JOB = 10_000
+STAGE_TASKS = 2_000
+# The partial indexes whose predicates a by-id statement's status test could prove.
+STATUS_INDEXES = (
+    "tasks_dispatched_waiting",
+    "tasks_undispatched",
+    "tasks_running_by_heartbeat",
+    "tasks_running_by_stage",
+)
+
+
+@pytest.fixture
+def history_conn(database_url: str) -> Iterator[Conn]:
+    """A connection to a database holding finished jobs, analyzed, then one running stage."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(f"SET search_path TO {SCHEMA}")
+        conn.execute(
+            "INSERT INTO jobs (job_id, job_type, status, stage, total_stages, finished_at)"
+            " SELECT encode(sha256(('history' || j)::bytea), 'hex'), 'demo', 'completed', 1, 1,"
+            " now() FROM generate_series(1, %s) j",
+            (HISTORY_JOBS,),
+        )
+        conn.execute(
+            "INSERT INTO job_stages (job_id, stage, name, status, task_count, completed_count,"
+            " started_at, finished_at) SELECT job_id, 1, 'stage1', 'completed', %s, %s, now(),"
+            " now() FROM jobs",
+            (HISTORY_TASKS_PER_JOB, HISTORY_TASKS_PER_JOB),
+        )
+        conn.execute(
+            "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type, status, result,"
+            " attempt, claimed_by, claimed_at, dispatched_at, finished_at)"
+            " SELECT j.job_id || '-s1-t' || i, j.job_id, 1, i, 'noop', 'completed', '{}', 1,"
+            " 'history', now(), now(), now() FROM jobs j CROSS JOIN generate_series(0, %s - 1) i",
+            (HISTORY_TASKS_PER_JOB,),
+        )
+        conn.execute("VACUUM ANALYZE tasks")
+        yield conn
+
+
+def plans_of(conn: Conn, call: str, params: tuple[Any, ...]) -> list[str]:
+    """Run `call` with auto_explain on; return the plans of the statements it ran."""
+    plans: list[str] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        if diag.message_primary and "plan:" in diag.message_primary:
+            plans.append(diag.message_primary)
+
+    conn.execute("LOAD 'auto_explain'")
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "client_min_messages = log",
+    ):
+        conn.execute(f"SET {setting}")
+    conn.add_notice_handler(keep)
+    try:
+        conn.execute(call, params)
+    finally:
+        conn.remove_notice_handler(keep)
+        conn.execute("RESET client_min_messages")
+        conn.execute("SET auto_explain.log_min_duration = -1")
+    return plans
+
+
+def assert_by_key(plans: list[str], statement: str) -> None:
+    """The plan of the nested statement containing `statement` reads tasks by tasks_pkey."""
+    mine = [p for p in plans if statement in p]
+    assert mine, f"no plan of {statement!r} among {len(plans)} plans"
+    for plan in mine:
+        assert "tasks_pkey" in plan, plan
+        for index in STATUS_INDEXES:
+            assert index not in plan, plan
+
+
+def test_by_id_statements_use_the_primary_key_on_a_long_history(history_conn: Conn) -> None:
+    tasks = new_stage(history_conn, "history-plans", STAGE_TASKS)
+
+    plans = plans_of(history_conn, "SELECT mark_tasks_dispatched(%s)", (tasks[:100],))
+    assert_by_key(plans, "UPDATE tasks t SET dispatched_at = now()")
+
+    plans = plans_of(history_conn, "SELECT * FROM claim_tasks(%s, 'w1')", (tasks[:25],))
+    assert_by_key(plans, "WITH claimable AS")
+
+    plans = plans_of(history_conn, "SELECT heartbeat_tasks(%s, 'w1')", (tasks[:25],))
+    assert_by_key(plans, "UPDATE tasks t SET heartbeat_at = now()")
+
+    plans = plans_of(history_conn, "SELECT * FROM deferred_tasks(%s)", (tasks[25:50],))
+    assert_by_key(plans, "extract(epoch FROM t.next_attempt_at - now())")
+
+    # The statements still did their work: the claimed tasks are the first 25.
+    assert sorted(claim(history_conn, tasks[:30])) == sorted(tasks[25:30])
