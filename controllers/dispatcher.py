@@ -5,7 +5,8 @@ job message can never answer 1,000 a second. With a dispatcher, a submission com
 its job and answers; this thread sends the stage-1 job messages of everything
 submitted meanwhile (several sends at once) and marks them sent in one statement. A
 202 still means committed: if the process dies before the send, the job's outbox
-marker is unset and the sweeper sends the message after its grace period.
+marker is unset and the sweeper sends the message after its grace period. One job
+message names up to MAX_JOBS_PER_MESSAGE jobs (Engine.handle_job_message).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 from controllers.faults import crash_point
 from controllers.ports import MessageBus
 from schemas.ids import JobId
-from schemas.messages import JobQueueMessage
+from schemas.messages import MAX_JOBS_PER_MESSAGE, JobQueueMessage
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 500
@@ -76,13 +77,25 @@ class BatchDispatcher:
         crash_point("before_batched_send")
         contexts = dict(batch)
         unique = list(contexts)
+        groups = [
+            unique[i : i + MAX_JOBS_PER_MESSAGE]
+            for i in range(0, len(unique), MAX_JOBS_PER_MESSAGE)
+        ]
+        # One message per group, sent in its first job's context (whose trace it carries).
         futures = [
             self._senders.submit(
-                contexts[job_id].run, self._bus.send_job, JobQueueMessage(job_id=job_id, stage=1)
+                contexts[group[0]].run,
+                self._bus.send_job,
+                JobQueueMessage(job_id=group[0], stage=1, more_job_ids=group[1:]),
             )
-            for job_id in unique
+            for group in groups
         ]
-        sent = [job_id for job_id, f in zip(unique, futures, strict=True) if f.exception() is None]
+        sent = [
+            job_id
+            for group, f in zip(groups, futures, strict=True)
+            if f.exception() is None
+            for job_id in group
+        ]
         if len(sent) < len(unique):
             unsent = len(unique) - len(sent)
             log.warning("%d of %d stage-1 job messages not sent", unsent, len(unique))

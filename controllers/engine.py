@@ -22,7 +22,13 @@ from controllers.stages import StageDriver
 from controllers.tracing import traced
 from controllers.worker import TaskRunner
 from schemas.canonical import job_id_for
-from schemas.exceptions import ContractViolation, InvalidParameters, NotFound
+from schemas.exceptions import (
+    ContractViolation,
+    DatabaseError,
+    InvalidParameters,
+    NotFound,
+    QueueError,
+)
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import TaskError
@@ -133,8 +139,23 @@ class Engine:
             return False
 
     def handle_job_message(self, msg: JobQueueMessage) -> None:
-        """Build and dispatch the stage the message names."""
-        self.driver.process_stage(msg)
+        """Build and dispatch the stage the message names, for each job it names.
+
+        A job of a batch that fails for a reason other than an outage gets a message of its
+        own, so that its redeliveries (and at worst its poison record) are its alone; an
+        outage fails the whole message, whose redelivery is harmless to the jobs done.
+        """
+        if not msg.more_job_ids:
+            self.driver.process_stage(msg)
+            return
+        for job_id in msg.job_ids:
+            try:
+                self.driver.process_stage(msg.one(job_id))
+            except (DatabaseError, QueueError):
+                raise
+            except Exception:
+                log.warning("job %s of a batch failed: sent on its own", job_id, exc_info=True)
+                self.bus.send_job(msg.one(job_id))
 
     def handle_task_message(self, msg: TaskQueueMessage) -> None:
         """Run the tasks the message names."""
@@ -165,7 +186,12 @@ class Engine:
             elif isinstance(msg, JobQueueMessage):
                 # Only while the job is still at that stage: a stale message must not fail it.
                 error = {"message": f"job message for stage {msg.stage} is poison: {reason}"}
-                self.jobs.fail(msg.job_id, error, "poison", reason, msg.stage)
+                for job_id in msg.job_ids:
+                    try:
+                        self.jobs.fail(job_id, error, "poison", reason, msg.stage)
+                    except NotFound:
+                        log.error("poison message %s names job %s, which does not exist",
+                                  message_id, job_id)  # fmt: skip
         except NotFound:
             log.error("poison message %s names a job or task that does not exist", message_id)
 

@@ -293,7 +293,9 @@ class QueueRepository:
         self.close()
 
     def _checked_wire(self, msg: JobQueueMessage | TaskQueueMessage) -> str:
-        text = stamped(msg).model_dump_json()
+        # A job message naming one job keeps the form it had before batches existed.
+        alone = isinstance(msg, JobQueueMessage) and not msg.more_job_ids
+        text = stamped(msg).model_dump_json(exclude={"more_job_ids"} if alone else None)
         self._check_size(text, job_id=msg.job_id, stage=msg.stage)
         return wire_text(text, self.encoding)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.ids import JobIdField, TaskIdField
+from schemas.ids import JobId, JobIdField, TaskIdField
 
 MAX_MESSAGE_BYTES = 64 * 1024
 # The most task ids one message may carry: 512 ids of the longest form still fit in
@@ -21,12 +21,30 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# The most jobs one job message may start (the dispatcher's batches of submissions).
+MAX_JOBS_PER_MESSAGE = 64
+
+
 class JobQueueMessage(_Message):
-    """Ask the controller to build and dispatch stage `stage` of a job."""
+    """Ask the controller to build and dispatch stage `stage` of a job, or of several.
+
+    `more_job_ids`: other jobs at the same stage, started by the same message, so that a
+    burst of submissions costs a queue send per batch instead of one per job.
+    """
 
     job_id: JobIdField
     stage: int = Field(ge=1)
+    more_job_ids: Annotated[list[JobIdField], Field(max_length=MAX_JOBS_PER_MESSAGE - 1)] = []
     traceparent: Traceparent = None
+
+    @property
+    def job_ids(self) -> list[JobId]:
+        """Every job the message names, the first one first."""
+        return [self.job_id, *self.more_job_ids]
+
+    def one(self, job_id: JobId) -> JobQueueMessage:
+        """The message for `job_id` alone, in this message's trace."""
+        return JobQueueMessage(job_id=job_id, stage=self.stage, traceparent=self.traceparent)
 
 
 class TaskQueueMessage(_Message):

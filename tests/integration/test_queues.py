@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,13 +14,19 @@ from urllib.parse import urlsplit
 
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from pydantic import ValidationError
 
 from azstorage import wire_size
 from lightsout.devservices import azurite_connection_string, free_port, queue_endpoint
 from repositories.queues import PartialSend, QueueRepository
 from schemas.exceptions import MessageTooLarge, QueueUnavailable
 from schemas.ids import JobId, make_task_id
-from schemas.messages import MAX_MESSAGE_BYTES, JobQueueMessage, TaskQueueMessage
+from schemas.messages import (
+    MAX_JOBS_PER_MESSAGE,
+    MAX_MESSAGE_BYTES,
+    JobQueueMessage,
+    TaskQueueMessage,
+)
 from tests.fixtures_services import QueueNames
 
 JOB = JobId("c0" * 32)
@@ -84,8 +91,23 @@ def test_job_message_is_base64_of_its_json_on_the_wire(
     repo.send_job(msg)
 
     (body,) = receive_all(raw_client(azurite, queue_names.jobs), 1)
-    assert body == base64.b64encode(msg.model_dump_json().encode()).decode()
+    # A message naming one job has the form it had before batches: no more_job_ids.
+    assert json.loads(base64.b64decode(body)) == {"job_id": JOB, "stage": 2, "traceparent": None}
     assert JobQueueMessage.model_validate_json(base64.b64decode(body)) == msg
+
+
+def test_a_job_message_naming_several_jobs_carries_them_all(
+    repo: QueueRepository, azurite: str, queue_names: QueueNames
+) -> None:
+    more = [JobId(f"{n:064x}") for n in range(1, MAX_JOBS_PER_MESSAGE)]
+    msg = JobQueueMessage(job_id=JOB, stage=1, more_job_ids=more)
+    repo.send_job(msg)
+
+    (body,) = receive_all(raw_client(azurite, queue_names.jobs), 1)
+    got = JobQueueMessage.model_validate_json(base64.b64decode(body))
+    assert got == msg and got.job_ids == [JOB, *more]
+    with pytest.raises(ValidationError, match="more_job_ids"):
+        JobQueueMessage(job_id=JOB, stage=1, more_job_ids=[*more, JobId("ab" * 32)])
 
 
 def test_task_message_decodes_as_the_functions_host_decodes_it(
@@ -106,10 +128,11 @@ def test_encoding_none_sends_plain_json(azurite: str, queue_names: QueueNames) -
         repo.ensure_queues()
         msg = JobQueueMessage(job_id=JOB, stage=1)
         repo.send_job(msg)
-        assert repo.peek(queue_names.jobs) == [msg.model_dump_json()]
+        text = msg.model_dump_json(exclude={"more_job_ids"})  # one job: no more_job_ids
+        assert repo.peek(queue_names.jobs) == [text]
 
     (body,) = receive_all(raw_client(azurite, queue_names.jobs), 1)
-    assert body == msg.model_dump_json()
+    assert body == text
 
 
 def test_peek_decodes_without_receiving(repo: QueueRepository, queue_names: QueueNames) -> None:

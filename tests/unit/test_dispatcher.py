@@ -9,7 +9,7 @@ from datetime import timedelta
 from controllers.dispatcher import BatchDispatcher
 from schemas.exceptions import QueueUnavailable
 from schemas.ids import JobId
-from schemas.messages import JobQueueMessage, TaskQueueMessage
+from schemas.messages import MAX_JOBS_PER_MESSAGE, JobQueueMessage, TaskQueueMessage
 from tests.fakes import FakeBus
 
 
@@ -60,8 +60,12 @@ def test_every_enqueued_job_is_sent_once_and_marked() -> None:
     assert dispatcher.wait_idle(30)
     sent = [JobQueueMessage.model_validate_json(e.body) for e in bus.sent]
     assert {m.stage for m in sent} == {1}
+    named = [job_id for m in sent for job_id in m.job_ids]
     # A job enqueued twice within one batch is sent once; in two batches, twice (harmless).
-    assert {m.job_id for m in sent} == set(jobs) and len(sent) <= 310
+    assert set(named) == set(jobs) and len(named) <= 310
+    # Batched: a message per up to MAX_JOBS_PER_MESSAGE jobs, not one per job.
+    assert all(len(m.job_ids) <= MAX_JOBS_PER_MESSAGE for m in sent)
+    assert len(sent) < len(named)
     assert set(marks.marked) == set(jobs)
 
 
@@ -69,8 +73,10 @@ def test_a_job_whose_send_failed_is_left_unmarked_for_the_sweeper() -> None:
     bus, marks = FailingBus(), Marks()
     dispatcher = BatchDispatcher(bus, marks, senders=2)
     good, bad = ids("a", 5), ids("f", 3)
-    for job_id in [*good, *bad]:
-        dispatcher.enqueue(job_id)
-    assert dispatcher.wait_idle(30)
+    for batch in (good, bad):  # two batches: the second one's message is refused
+        for job_id in batch:
+            dispatcher.enqueue(job_id)
+        assert dispatcher.wait_idle(30)
     assert set(marks.marked) == set(good)
-    assert {JobQueueMessage.model_validate_json(e.body).job_id for e in bus.sent} == set(good)
+    sent = [JobQueueMessage.model_validate_json(e.body) for e in bus.sent]
+    assert {job_id for m in sent for job_id in m.job_ids} == set(good)

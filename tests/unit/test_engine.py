@@ -6,6 +6,7 @@ runs the same CASES against real PostgreSQL, so the fakes cannot drift from the 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -475,6 +476,49 @@ def test_a_new_stage_runs_its_first_message_here_unsent(world: World) -> None:
     assert sent == [
         [make_task_id(job_id, 1, i) for i in range(a, b)] for a, b in ((25, 50), (50, 60))
     ]
+
+
+def stored_jobs(world: World, job_type: str, count: int) -> list[JobId]:
+    """Jobs recorded as a submission records them, with no stage-1 message sent yet."""
+    job_ids = [JobId(hashlib.sha256(f"{job_type}{n}".encode()).hexdigest()) for n in range(count)]
+    for job_id in job_ids:
+        world.jobs.submit(job_id, job_type, {"n": 2}, ["greet", "reply"])
+    return job_ids
+
+
+@case
+def test_a_job_message_naming_several_jobs_runs_each_of_them(world: World) -> None:
+    first, *more = stored_jobs(world, "hello_world", 3)
+    world.engine.handle_job_message(JobQueueMessage(job_id=first, stage=1, more_job_ids=more))
+    world.bus.drain(world.engine)
+    for job_id in (first, *more):
+        assert_hello_completed(world, world.jobs.get(job_id), 2)
+
+
+@case
+def test_a_job_of_a_batch_that_raises_gets_a_message_of_its_own(world: World) -> None:
+    good = stored_jobs(world, "hello_world", 2)
+    (stray,) = stored_jobs(world, "unregistered", 1)  # its type is unknown here: it raises
+    msg = JobQueueMessage(job_id=good[0], stage=1, more_job_ids=[stray, good[1]])
+    world.engine.handle_job_message(msg)  # raises nothing: the stray job is split off
+    for job_id in good:
+        assert world.jobs.get(job_id).status is JobStatus.PROCESSING
+    assert world.jobs.get(stray).status is JobStatus.QUEUED
+    alone = [JobQueueMessage.model_validate_json(e.body) for e in world.bus.pending("jobs")]
+    assert [(m.job_id, m.more_job_ids) for m in alone] == [(stray, [])]
+
+
+@case
+def test_a_poison_job_message_naming_several_jobs_fails_each(world: World) -> None:
+    first, *more = stored_jobs(world, "hello_world", 3)
+    body = JobQueueMessage(job_id=first, stage=1, more_job_ids=more).model_dump_json()
+    world.engine.record_poison(
+        "jobs-poison", "m1", body, 5, "every delivery failed", JobQueueMessage
+    )
+    for job_id in (first, *more):
+        job = world.jobs.get(job_id)
+        assert job.status is JobStatus.FAILED and job.error is not None
+        assert job.error["message"].startswith("job message for stage 1 is poison")
 
 
 @case
