@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from lightsout.client import ApiClient
 from lightsout.host import Host
 from repositories.queues import QueueRepository
@@ -133,7 +134,7 @@ def test_every_message_twice(
     # Only stage 1 has a job message: the process that ends a stage enters the next itself.
     # Each stage's first message runs on a thread of the process that built the stage,
     # unsent (controllers/localrun.py), unless that process had no slot free.
-    assert doubler.tasks >= STAGES * (TASKS // 25 - 1) and doubler.jobs >= 1
+    assert doubler.tasks >= STAGES * (TASKS // TASKS_PER_MESSAGE - 1) and doubler.jobs >= 1
     assert no_claim > 0, "no duplicate was delivered"
 
 

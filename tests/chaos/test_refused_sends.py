@@ -28,7 +28,7 @@ REFUSED_S = 5.0
 PARAMS = {
     "tasks": TASKS,
     "stages": 1,
-    "sleep_ms": 500,  # a 25-task message runs ~2 s: the outage meets messages mid-run
+    "sleep_ms": 500,  # a 100-task message runs ~6 s: the outage meets messages mid-run
     "fail_until_attempt": {str(i): 1 + i % 3 for i in range(TASKS)},
 }
 

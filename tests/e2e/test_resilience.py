@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from tests.e2e.conftest import StartHosts
 from tests.e2e.hosts import finished, peek, queue_exists, rows, send_raw, wait_for
 from tests.fixtures_services import QueueNames
@@ -60,12 +61,13 @@ def test_malformed_task_messages_end_in_the_poison_path_and_the_host_keeps_worki
 def test_a_host_stopped_mid_stage_leaves_the_rest_to_the_next_host(
     start_hosts: StartHosts, database_url: str
 ) -> None:
-    # Two messages in flight, 25 tasks of 200 ms each per message: a stage takes ~3 s.
+    # Two messages in flight (and the stage's first, run locally), 100 tasks of 100 ms
+    # each per message on 8 threads: a stage of 8 messages takes ~4 s.
     (first,) = start_hosts(args=["--concurrency", "2"])
-    params = {"tasks": 200, "stages": 2, "sleep_ms": 200}
+    params = {"tasks": 800, "stages": 2, "sleep_ms": 100}
     job_id = first.api.submit("noop_fanout", params)["job_id"]
     wait_for(
-        lambda: first.api.job(job_id)["stages"][0]["completed"] >= 25,
+        lambda: first.api.job(job_id)["stages"][0]["completed"] >= TASKS_PER_MESSAGE,
         timeout=30,
         what="the first task message of stage 1 to complete",
     )
@@ -95,5 +97,5 @@ def test_a_host_stopped_mid_stage_leaves_the_rest_to_the_next_host(
     assert {(r["status"], r["attempt"]) for r in tasks} == {("completed", 1)}
     by_stage = {(r["stage"], r["claimed_by"]): r["n"] for r in tasks}
     assert by_stage[(1, first.name)] == midway[0]["completed_count"]
-    assert by_stage[(1, first.name)] + by_stage[(1, second.name)] == 200
-    assert by_stage[(2, second.name)] == 200
+    assert by_stage[(1, first.name)] + by_stage[(1, second.name)] == 800
+    assert by_stage[(2, second.name)] == 800

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controllers.jobtypes.noop_fanout import RUN_LOG_ENV
+from controllers.jobtypes.noop_fanout import RUN_LOG_ENV, TASKS_PER_MESSAGE
 from schemas.ids import JobId, make_task_id
 from schemas.messages import TaskQueueMessage
 from tests.e2e.conftest import StartHosts
@@ -17,7 +17,7 @@ from tests.fixtures_services import QueueNames
 
 pytestmark = pytest.mark.e2e
 SHARDS = 4
-TASKS = 200  # 8 messages of 25 tasks (noop_fanout's tasks_per_message): 2 per shard
+TASKS = 8 * TASKS_PER_MESSAGE  # 8 messages (noop_fanout's packing): 2 per shard
 DISABLED = "Disabled by AzureWebJobs.<name>.Disabled: "
 
 
@@ -57,7 +57,11 @@ def test_a_job_spreads_its_tasks_over_four_shards_and_each_task_runs_once(
 
     def all_sent() -> dict[int, list[TaskQueueMessage]] | None:
         found = {k: waiting(storage, shard(queue_names, k)) for k in range(SHARDS)}
-        return found if sum(len(msgs) for msgs in found.values()) == TASKS // 25 else None
+        return (
+            found
+            if sum(len(msgs) for msgs in found.values()) == TASKS // TASKS_PER_MESSAGE
+            else None
+        )
 
     on_shards = wait_for(all_sent, 60, "stage 1's task messages on the shards")
     assert {k: len(msgs) for k, msgs in on_shards.items()} == dict.fromkeys(range(SHARDS), 2)

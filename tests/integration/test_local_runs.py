@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from schemas.ids import JobId, make_task_id
 from schemas.messages import TaskQueueMessage
 from tests.fixtures_services import QueueNames
@@ -41,20 +42,20 @@ def test_the_first_message_of_a_new_stage_runs_here_unsent(
     rt: Runtime, azurite: str, queue_names: QueueNames, db: psycopg.Connection[dict[str, Any]]
 ) -> None:
     assert rt.engine.driver.local is not None
-    job_id = JobId(submitted("noop_fanout", {"tasks": 60, "stages": 1}))
+    job_id = JobId(submitted("noop_fanout", {"tasks": 250, "stages": 1}))
     (text,) = take(azurite, queue_names.jobs)
     deliver("jobs_queue", queue_message(text))
     rt.engine.driver.local.drain()
 
     sent = [TaskQueueMessage.model_validate_json(t) for t in take(azurite, queue_names.tasks)]
     named = sorted(t for m in sent for t in m.task_ids)
-    assert named == sorted(make_task_id(job_id, 1, i) for i in range(25, 60))
+    assert named == sorted(make_task_id(job_id, 1, i) for i in range(TASKS_PER_MESSAGE, 250))
     here = db.execute(
         "SELECT task_index, status, attempt, claimed_by, dispatched_at FROM tasks"
-        " WHERE job_id = %s AND task_index < 25 ORDER BY task_index",
-        (job_id,),
+        " WHERE job_id = %s AND task_index < %s ORDER BY task_index",
+        (job_id, TASKS_PER_MESSAGE),
     ).fetchall()
-    assert [r["task_index"] for r in here] == list(range(25))
+    assert [r["task_index"] for r in here] == list(range(TASKS_PER_MESSAGE))
     assert {(r["status"], r["attempt"], r["claimed_by"], r["dispatched_at"]) for r in here} == {
         ("completed", 1, rt.engine.worker, None)
     }
@@ -62,7 +63,7 @@ def test_the_first_message_of_a_new_stage_runs_here_unsent(
     for msg in sent:
         deliver("tasks_queue", queue_message(msg.model_dump_json()))
     final = job(job_id)
-    assert (final.status, final.stage_results["1"]["completed_count"]) == ("completed", 60)
+    assert (final.status, final.stage_results["1"]["completed_count"]) == ("completed", 250)
     assert db.execute(
         "SELECT count(*) AS n FROM tasks WHERE job_id = %s AND attempt <> 1", (job_id,)
     ).fetchone() == {"n": 0}

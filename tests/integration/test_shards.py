@@ -13,6 +13,7 @@ import pytest
 from azure.storage.queue import QueueClient
 from psycopg.rows import dict_row
 
+from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from controllers.recovery import Timings
 from repositories.queues import QueueRepository
 from schemas.ids import JobId, make_task_id
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 Db = psycopg.Connection[dict[str, Any]]
 SHARDS = 4
 JOB = JobId("d1" * 32)
-PER_MESSAGE = 25  # noop_fanout's tasks_per_message
+PER_MESSAGE = TASKS_PER_MESSAGE  # noop_fanout's
 
 
 def shard(queues: QueueNames, k: int) -> str:
@@ -122,7 +123,9 @@ def test_a_job_runs_through_the_shard_triggers(
     status, view = call_http("get_job", "GET", {"job_id": job_id})
     assert status == 200 and view["status"] == "completed", view
     rows = db.execute("SELECT status, attempt, count(*) AS n FROM tasks GROUP BY 1, 2").fetchall()
-    assert [(r["status"], r["attempt"], r["n"]) for r in rows] == [("completed", 1, 200)]
+    assert [(r["status"], r["attempt"], r["n"]) for r in rows] == [
+        ("completed", 1, 8 * PER_MESSAGE)
+    ]
 
 
 def test_a_poison_message_of_shard_two_is_recorded_and_its_tasks_failed(

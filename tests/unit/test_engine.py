@@ -29,7 +29,7 @@ from controllers.base import (
 )
 from controllers.engine import Engine
 from controllers.jobtypes.hello_world import HelloWorld
-from controllers.jobtypes.noop_fanout import NoopFanout
+from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE, NoopFanout
 from controllers.jobtypes.prime_count import PrimeCount
 from controllers.ports import JobStore, PoisonStore, TaskStore
 from controllers.registry import Registry
@@ -456,25 +456,25 @@ def test_a_new_stage_runs_its_first_message_here_unsent(world: World) -> None:
         world.jobs, world.tasks, world.bus, world.poison, world.registry, "here", local_runs=2
     )
     assert here.driver.local is not None
-    job_id = here.submit("noop_fanout", {"tasks": 60, "stages": 3}).job_id
+    job_id = here.submit("noop_fanout", {"tasks": 250, "stages": 3}).job_id
     while world.bus.drain(here):  # the local runs send nothing: drain them as well
         here.driver.local.drain()
     here.driver.local.drain()
     job = world.jobs.get(job_id)
     assert job.status is JobStatus.COMPLETED, job.error
     tasks = world.task_rows(job_id)
-    assert len(tasks) == 180
+    assert len(tasks) == 750
     assert {(t.status, t.attempt) for t in tasks} == {(TaskStatus.COMPLETED, 1)}
     for stage in (1, 2, 3):
         named = [t for m in task_messages(world.bus, stage) for t in m.task_ids]
         assert len(named) == len(set(named)), f"stage {stage}: a task sent twice"
-        first = {make_task_id(job_id, stage, i) for i in range(25)}  # noop_fanout packs 25
+        first = {make_task_id(job_id, stage, i) for i in range(TASKS_PER_MESSAGE)}
         unsent = {t.task_id for t in tasks if t.stage == stage} - set(named)
         assert unsent in (set(), first), f"stage {stage}: {sorted(unsent)}"
     # Stage 1 is built from its job message while no local run is in flight: always here.
     sent = [m.task_ids for m in task_messages(world.bus, 1)]
     assert sent == [
-        [make_task_id(job_id, 1, i) for i in range(a, b)] for a, b in ((25, 50), (50, 60))
+        [make_task_id(job_id, 1, i) for i in range(a, b)] for a, b in ((100, 200), (200, 250))
     ]
 
 
