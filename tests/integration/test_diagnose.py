@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.operator import Diagnosis
@@ -32,13 +31,6 @@ def rt(settings_env: dict[str, str]) -> Iterator[Runtime]:
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def diagnose(job_id: str) -> Diagnosis:
@@ -85,9 +77,7 @@ def test_running_normally(rt: Runtime, azurite: str, queue_names: QueueNames) ->
     assert [s.status for s in found.evidence.stages] == ["processing", "pending"]
 
 
-def test_dispatch_pending(
-    rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames
-) -> None:
+def test_dispatch_pending(rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames) -> None:
     job_id = started(azurite, queue_names)
     db.execute("UPDATE tasks SET dispatched_at = NULL WHERE job_id = %s", (job_id,))
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from schemas.ids import JobId, make_task_id
@@ -29,13 +28,6 @@ def rt(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def test_the_first_message_of_a_new_stage_runs_here_unsent(

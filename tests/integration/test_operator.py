@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from controllers.transitions import enter_stage
 from schemas.ids import JobId
@@ -41,13 +40,6 @@ def rt(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def pause(job_type: str, reason: str | None = None) -> PauseResponse:

@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from schemas.http import PurgeResponse
 from tests.fixtures_services import TEST_KEY_NAME
@@ -22,13 +21,6 @@ def rt(settings_env: dict[str, str]) -> Iterator[Runtime]:
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def finish_long_ago(db: psycopg.Connection[dict[str, Any]], job_id: str, status: str) -> None:

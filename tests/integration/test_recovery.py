@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from controllers.faults import RefusingSends
 from controllers.recovery import Recovery, Timings
@@ -43,13 +42,6 @@ def rt(settings_env: dict[str, str]) -> Iterator[Runtime]:
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Db]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def started_stage(rt: Runtime, tasks: int, label: str = "") -> tuple[JobId, list[TaskId]]:
@@ -149,17 +141,13 @@ def test_reopen_is_bounded_per_stage_and_per_run(rt: Runtime, db: Db) -> None:
     bounds = replace(rt.recovery.bounds, reopen_per_run=120, reopen_per_stage=100)
     report = replace(rt.recovery, bounds=bounds).run_janitor()
     assert report.reopened == 120
-    reopened = {
-        job: len(rt.tasks.undispatched(job, 1)) for job in (big, small)
-    }
+    reopened = {job: len(rt.tasks.undispatched(job, 1)) for job in (big, small)}
     assert reopened[big] <= 100 and sum(reopened.values()) == 120
     report = replace(rt.recovery, bounds=bounds).run_janitor()
     assert sum(len(rt.tasks.undispatched(job, 1)) for job in (big, small)) == 180
 
 
-def test_reopen_spares_messages_sent_after_the_oldest_one_still_queued(
-    rt: Runtime, db: Db
-) -> None:
+def test_reopen_spares_messages_sent_after_the_oldest_one_still_queued(rt: Runtime, db: Db) -> None:
     _, ids = started_stage(rt, 5)
     rt.queues.send_raw(rt.queues.tasks_queue, "{}")  # an older message waits in the queue
     time.sleep(0.1)
@@ -212,9 +200,7 @@ def test_poison_replays_once_then_409_naming_when_unless_forced(rt: Runtime) -> 
     assert status == 400, bad
 
 
-def test_the_janitor_fails_jobs_of_a_job_type_this_deployment_lacks(
-    rt: Runtime, db: Db
-) -> None:
+def test_the_janitor_fails_jobs_of_a_job_type_this_deployment_lacks(rt: Runtime, db: Db) -> None:
     job_id = JobId("cd" * 32)
     assert rt.jobs.submit(job_id, "retired_type", {}, ["only"])
     report = janitor(rt).run_janitor()

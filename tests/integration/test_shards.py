@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 import pytest
 from azure.storage.queue import QueueClient
-from psycopg.rows import dict_row
 
 from controllers.jobtypes.noop_fanout import TASKS_PER_MESSAGE
 from controllers.recovery import Timings
@@ -45,13 +44,6 @@ def rt(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Db]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def message(index: int) -> TaskQueueMessage:

@@ -19,7 +19,6 @@ import pytest
 from azure.functions.decorators.http import HttpTrigger
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
-from psycopg.rows import dict_row
 
 from controllers.engine import parse_message
 from lightsout.devservices import azurite_connection_string, free_port
@@ -43,13 +42,6 @@ def rt(settings_env: dict[str, str]) -> Iterator[Runtime]:
     reset_runtime()
     yield runtime()
     reset_runtime()
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("SET search_path TO lightsout")
-        yield conn
 
 
 def call_http(
