@@ -30,9 +30,14 @@ log = logging.getLogger(__name__)
 PGBOUNCER_PORT = 6432  # PgBouncer's default, and Azure's built-in pooler
 
 
+def search_path_sql(schema: str) -> sql.Composed:
+    """The statement that points unqualified names at `schema` until the transaction ends."""
+    return sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema))
+
+
 def set_search_path(conn: psycopg.Connection[Any], schema: str) -> None:
     """Point unqualified names at `schema` until the current transaction ends."""
-    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+    conn.execute(search_path_sql(schema))
 
 
 def behind_transaction_pooler(settings: DatabaseSettings) -> bool:
@@ -79,11 +84,7 @@ class SchemaPool(ConnectionPool[Connection]):
             parts = [b"BEGIN"]
             if (parent := current_traceparent()) is not None:
                 parts.append(cursor.mogrify(SET_TRACE, (parent,)).encode())
-            parts.append(
-                sql.SQL("SET LOCAL search_path TO {}")
-                .format(sql.Identifier(self.schema))
-                .as_bytes(conn)
-            )
+            parts.append(search_path_sql(self.schema).as_bytes(conn))
             parts += [cursor.mogrify(query, params).encode(), b"COMMIT"]
             conn.autocommit = True  # the string has its own BEGIN and COMMIT
             try:

@@ -36,13 +36,9 @@ def _declare_task_shard_poison(shard: int) -> None:
         queue = f"{task_shard_queue(runtime().settings.tasks_queue, shard)}-poison"
         _record(msg, queue, TaskQueueMessage)
 
-    name = shards.poison_function(shard)
-    record.__name__ = record.__qualname__ = name
-    record.__doc__ = f"Record a message of task queue shard {shard} that failed every delivery."
-    trigger = bp.queue_trigger(
-        arg_name="msg", queue_name=f"%LIGHTSOUT_TASKS_QUEUE%-{shard}-poison", connection=CONNECTION
-    )
-    bp.function_name(name)(trigger(record))
+    doc = f"Record a message of task queue shard {shard} that failed every delivery."
+    queue_name = f"%LIGHTSOUT_TASKS_QUEUE%-{shard}-poison"
+    shards.declare(bp, shards.poison_function(shard), queue_name, CONNECTION, doc, record)
 
 
 for _shard in shards.SHARDS:

@@ -48,13 +48,10 @@ def _declare_task_shard(shard: int) -> None:
         queue = task_shard_queue(rt.settings.tasks_queue, shard)
         _handle(msg, TaskQueueMessage, queue, rt.engine.handle_task_message)
 
-    name = shards.queue_function(shard)
-    run.__name__ = run.__qualname__ = name
-    run.__doc__ = f"Run the tasks a message of task queue shard {shard} names."
-    trigger = bp.queue_trigger(
-        arg_name="msg", queue_name=f"%LIGHTSOUT_TASKS_QUEUE%-{shard}", connection=CONNECTION
+    doc = f"Run the tasks a message of task queue shard {shard} names."
+    shards.declare(
+        bp, shards.queue_function(shard), f"%LIGHTSOUT_TASKS_QUEUE%-{shard}", CONNECTION, doc, run
     )
-    bp.function_name(name)(trigger(run))
 
 
 for _shard in shards.SHARDS:

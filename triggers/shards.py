@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import azure.functions as func
+
 from schemas.settings import MAX_TASK_QUEUE_SHARDS
 
 # Shard 0 keeps the names it had before sharding: tasks_queue and tasks_poison.
@@ -16,6 +20,24 @@ def queue_function(shard: int) -> str:
 def poison_function(shard: int) -> str:
     """The function that records the poison messages of task queue shard `shard`."""
     return f"tasks_poison_{shard}"
+
+
+def declare(
+    bp: func.Blueprint,
+    name: str,
+    queue_name: str,
+    connection: str,
+    doc: str,
+    fn: Callable[[func.QueueMessage], None],
+) -> None:
+    """Register `fn` on `bp` as the queue function `name`, triggered by `queue_name`.
+
+    Shard functions are made in a loop, so each gets its own name (and docstring) here.
+    """
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    trigger = bp.queue_trigger(arg_name="msg", queue_name=queue_name, connection=connection)
+    bp.function_name(name)(trigger(fn))
 
 
 def unused_shard_functions(shards: int) -> list[str]:
