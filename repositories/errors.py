@@ -9,7 +9,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.exceptions import (
     Conflict,
@@ -44,6 +44,7 @@ def translated(action: str, **context: object) -> Iterator[None]:
 
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def parse_row(model: type[M], row: object) -> M:
@@ -58,4 +59,16 @@ def parse_row(model: type[M], row: object) -> M:
         )
         raise ContractViolation(
             f"a {model.__name__} row breaks its contract: {problems}", **ids
+        ) from exc
+
+
+def parse_json(adapter: TypeAdapter[T], text: str | bytes, what: str, **ids: object) -> T:
+    """Return JSON rows the database built as `adapter`'s type, or raise ContractViolation."""
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ContractViolation(
+            f"{what} breaks its contract at {where}: {first['msg']}", **ids
         ) from exc

@@ -9,7 +9,7 @@ from datetime import timedelta
 from psycopg.types.json import Jsonb
 
 from repositories.db import SchemaPool
-from repositories.errors import parse_row, translated
+from repositories.errors import parse_json, parse_row, translated
 from repositories.groupcommit import GroupCommit
 from repositories.paging import decode_cursor, encode_cursor
 from schemas.exceptions import NotFound, TransactionConflict
@@ -19,15 +19,22 @@ from schemas.records import (
     Completion,
     DeferredTask,
     Json,
+    ResultPage,
     TaskError,
     TaskRecord,
     TaskRef,
-    TaskResult,
 )
 from schemas.status import TaskStatus
 from schemas.work import NewTask, Page, TaskEnd
 
 CONFLICT_RETRIES = 3
+# One JSON array of [task_index, result] pairs: parsed and checked in one pass, not per row.
+RESULTS_PAGE = (
+    "SELECT coalesce(json_agg(json_build_array(task_index, result) ORDER BY task_index),"
+    " '[]')::text AS page FROM (SELECT task_index, result FROM tasks"
+    " WHERE job_id = %s AND stage = %s AND status = 'completed' AND task_index > %s"
+    " ORDER BY task_index LIMIT %s) AS p"
+)
 COPY_TASKS = (
     "COPY tasks (task_id, job_id, stage, task_index, task_type, parameters, max_attempts)"
     " FROM STDIN"
@@ -253,16 +260,10 @@ class TaskRepository:
         last = -1
         while True:
             with translated("read results", job_id=job_id), self._pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT task_index, result FROM tasks WHERE job_id = %s AND stage = %s"
-                    " AND status = 'completed' AND task_index > %s"
-                    " ORDER BY task_index LIMIT %s",
-                    (job_id, stage, last, page_size),
-                ).fetchall()
-            if not rows:
+                row = conn.execute(RESULTS_PAGE, (job_id, stage, last, page_size)).fetchone()
+            text = row["page"] if row else "[]"
+            page = parse_json(ResultPage, str(text), "a page of results", job_id=job_id)
+            if not page:
                 return
-            parsed = (parse_row(TaskResult, row) for row in rows)
-            page = [(r.task_index, r.result) for r in parsed]
             yield page
             last = page[-1][0]
-

@@ -360,3 +360,20 @@ def test_database_errors_are_translated(jobs: JobRepository, database_url: str) 
         jobs.cancel(job, "operator", "x")
     assert caught.value.context == {"job_id": job}
     assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+def test_a_result_that_is_not_an_object_fails_loud(
+    jobs: JobRepository, tasks: TaskRepository, database_url: str
+) -> None:
+    job = submitted(jobs, "result-not-an-object")
+    run_stage(tasks, job, 1, 3)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            f"UPDATE {SCHEMA}.tasks SET result = '[1, 2]' WHERE task_id = %s",
+            (make_task_id(job, 1, 1),),
+        )
+    with pytest.raises(ContractViolation) as caught:
+        list(tasks.results(job, 1))
+    assert "a page of results" in str(caught.value)
+    assert "1.1" in str(caught.value)  # the second pair's result
+    assert caught.value.context["job_id"] == job
