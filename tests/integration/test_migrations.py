@@ -60,6 +60,8 @@ PROCEDURES = {
     "hold_job_if_paused",
     "hold_tasks_if_paused",
     "report_task_progress",
+    # 0008
+    "tasks_have_their_stage",
 }
 
 CATALOG_QUERIES = {

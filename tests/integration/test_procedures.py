@@ -586,3 +586,19 @@ def test_job_and_stage_procedures_follow_the_transition_table(conn: Conn, scenar
     written = [e[0] for e in events(conn, job)]
     assert written.count("job_status") == changes["job_status"] + 1, job_status
     assert written.count("stage_status") == changes["stage_status"]
+
+
+
+def test_tasks_of_a_stage_without_its_row_are_refused(conn: Conn) -> None:
+    job = submit(conn, "no-stage-row", stages=2)
+    start(conn, job, 1, 2)
+    # Stage 2 has its row, stage 3 has none: the statement is refused as a whole.
+    with pytest.raises(pg_errors.ForeignKeyViolation, match=f"job {job} name stage 3,"):
+        conn.execute(
+            "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type)"
+            " SELECT %(job)s || '-s' || s || '-t0', %(job)s, s, 0, 'noop'"
+            " FROM unnest(ARRAY[2, 3]) AS s",
+            {"job": job},
+        )
+    rows = conn.execute("SELECT count(*) AS n FROM tasks WHERE job_id = %s", (job,)).fetchone()
+    assert rows == {"n": 2}
