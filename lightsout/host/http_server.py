@@ -46,7 +46,16 @@ class FunctionHttpServer(ThreadingHTTPServer):
     # costs the client a 1 s retransmit (the p99 of 16 clients connecting at once).
     request_queue_size = 128
 
-    def __init__(self, port: int, router: Router[HttpFunction], invoker: Invoker) -> None:
+    def __init__(
+        self,
+        port: int,
+        router: Router[HttpFunction],
+        invoker: Invoker,
+        *,
+        share_port: bool = False,
+    ) -> None:
+        # Worker processes of one host listen on one port (lightsout/host/processes.py).
+        self.allow_reuse_port = share_port
         super().__init__(("127.0.0.1", port), _Handler)
         self.router, self.invoker = router, invoker
         self.max_body_bytes = body_limit(os.environ)

@@ -30,6 +30,7 @@ from lightsout.host.hostjson import HostJson, load_host_json
 from lightsout.host.http_server import FunctionHttpServer
 from lightsout.host.invoke import Invoker
 from lightsout.host.logformat import configure_logging
+from lightsout.host.processes import ExtraProcesses, process_count, shares_port
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
 from lightsout.host.roles import ALL_KINDS, served
 from lightsout.host.routing import Router
@@ -52,13 +53,14 @@ class Host:
         lease_time: timedelta = DEFAULT_LEASE,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         kinds: frozenset[str] = ALL_KINDS,
+        share_port: bool = False,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise HostConfigError(f"concurrency must be at least 1, got {concurrency}")
         self.app_dir = app_dir.resolve()
         self.requested_port, self.concurrency = port, concurrency
         self.lease_time, self.grace_seconds = lease_time, grace_seconds
-        self.kinds = kinds
+        self.kinds, self.share_port = kinds, share_port
         self.invoker = Invoker()
         self.config = HostJson()
         self.server: FunctionHttpServer | None = None
@@ -121,7 +123,9 @@ class Host:
             self.config.extensions.http.route_prefix, [(f.route, f.methods, f) for f in http]
         )
         try:
-            self.server = FunctionHttpServer(self.requested_port, router, self.invoker)
+            self.server = FunctionHttpServer(
+                self.requested_port, router, self.invoker, share_port=self.share_port
+            )
         except OSError as exc:
             raise HostConfigError(
                 f"cannot listen on 127.0.0.1:{self.requested_port}: {exc}"
@@ -210,14 +214,37 @@ def serve(
     # Handle signals before starting: a function may be running as soon as start() begins.
     with _stop_on_signals(stop):
         try:
-            host = Host(app_dir, port, concurrency, kinds=kinds)
+            count = process_count(os.environ)
+            host = Host(app_dir, port, concurrency, kinds=kinds, share_port=shares_port(os.environ))
             host.start()
         except HostConfigError as exc:
             log.error("The host cannot start: %s", exc, exc_info=exc.__cause__ is not None)
             return 1
-        while not stop.wait(0.5):
-            pass
+        extra = _start_extra(host, count)
+        code = _watch(stop, extra)
         host.stop()
+        if extra is not None:
+            extra.stop(host.grace_seconds + 5)
+    return code
+
+
+def _start_extra(host: Host, count: int) -> ExtraProcesses | None:
+    """Start the worker processes after this one (FUNCTIONS_WORKER_PROCESS_COUNT)."""
+    kinds = host.kinds - {"timers"}  # timers run once, here
+    if count == 1 or not kinds:
+        return None
+    extra = ExtraProcesses(host.app_dir, host.port, host.concurrency, kinds)
+    extra.start(count - 1)
+    return extra
+
+
+def _watch(stop: threading.Event, extra: ExtraProcesses | None) -> int:
+    """Wait for `stop`; 1 if a worker process exited on its own first, else 0."""
+    while not stop.wait(0.5):
+        if extra is not None and (gone := extra.exited()):
+            pid, status = gone[0]
+            log.error("Worker process %d exited with %d: stopping the host", pid, status)
+            return 1
     return 0
 
 

@@ -62,6 +62,11 @@ def files(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(req.route_params["path"], headers={"X-Kind": "file"})
 
 
+@app.route(route="pid", methods=["GET"])
+def pid(req: func.HttpRequest) -> func.HttpResponse:
+    return _json({"pid": os.getpid()})
+
+
 @app.route(route="boom")
 def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("boom on purpose")
@@ -152,7 +157,7 @@ async def async_work(message: func.QueueMessage) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="*/1 * * * * *", run_on_startup=True)
 def tick(timer: func.TimerRequest) -> None:
-    record("tick", at=time.time(), past_due=timer.past_due)
+    record("tick", at=time.time(), past_due=timer.past_due, pid=os.getpid())
 
 
 @app.timer_trigger(arg_name="timer", schedule="* * * * * *")

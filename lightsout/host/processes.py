@@ -1,0 +1,99 @@
+"""FUNCTIONS_WORKER_PROCESS_COUNT: more than one worker process behind one host's port.
+
+The Functions host starts FUNCTIONS_WORKER_PROCESS_COUNT language worker processes (1 to
+10, default 1) and spreads invocations over them: Python runs one thread of Python code at
+a time, so more processes is how one instance of a Python app uses more than one core.
+The local host does the same with extra processes, each serving the app's HTTP and queue
+functions on the same port (SO_REUSEPORT: the kernel spreads new connections over them,
+and each process polls the queues on its own). Timer functions run in the first process
+only, as the Functions host runs each timer once. The first process watches the others:
+when one exits on its own, the host stops with exit code 1 rather than serve short-handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from lightsout.host.errors import HostConfigError
+
+log = logging.getLogger(__name__)
+SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
+MAX_PROCESSES = 10  # the Functions host's limit
+# Set in the extra processes: their number, which also tells them to share the port.
+PROCESS_NUMBER = "LIGHTSOUT_HOST_PROCESS_NUMBER"
+WORKER_NAME = "LIGHTSOUT_WORKER_NAME"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_CHILD = "import sys; from lightsout.host.processes import run_extra; sys.exit(run_extra(sys.argv))"
+
+
+def process_count(environ: Mapping[str, str]) -> int:
+    """The number of worker processes the setting asks for; HostConfigError if it is not one."""
+    raw = environ.get(SETTING, "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PROCESSES:
+        raise HostConfigError(
+            f"{SETTING} must be a whole number from 1 to {MAX_PROCESSES}, not {raw!r}"
+        )
+    return int(raw)
+
+
+def shares_port(environ: Mapping[str, str]) -> bool:
+    """Whether this process serves its port together with other worker processes."""
+    return PROCESS_NUMBER in environ or process_count(environ) > 1
+
+
+class ExtraProcesses:
+    """The worker processes after the first: started, watched and stopped by the first."""
+
+    def __init__(
+        self, app_dir: Path, port: int, concurrency: int | None, kinds: frozenset[str]
+    ) -> None:
+        self._args = [str(app_dir), str(port), str(concurrency or ""), ",".join(sorted(kinds))]
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int) -> None:
+        """Start `count` processes; their output goes where this process's goes."""
+        for number in range(2, count + 2):
+            env = {**os.environ, SETTING: "1", PROCESS_NUMBER: str(number)}
+            path = [str(_REPO_ROOT), env.get("PYTHONPATH", "")]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+            if name := os.environ.get(WORKER_NAME):
+                env[WORKER_NAME] = f"{name}/{number}"
+            cmd = [sys.executable, "-c", _CHILD, *self._args]
+            self._procs.append(subprocess.Popen(cmd, env=env))
+        log.info("Worker processes: pids %s", ", ".join(str(p.pid) for p in self._procs))
+
+    def exited(self) -> list[tuple[int, int]]:
+        """(pid, exit code) of each process that has exited."""
+        return [(p.pid, code) for p in self._procs if (code := p.poll()) is not None]
+
+    def stop(self, timeout: float) -> None:
+        """Ask each process to stop (SIGTERM), wait up to `timeout`, then kill what is left."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker process %d did not stop in %.0fs: killed", proc.pid, timeout)
+                proc.kill()
+                proc.wait()
+
+
+def run_extra(argv: list[str]) -> int:
+    """Serve as one of the extra worker processes (the command ExtraProcesses starts)."""
+    from lightsout.host.runtime import serve
+
+    app_dir, port, concurrency, kinds = argv[1:5]
+    return serve(
+        Path(app_dir),
+        int(port),
+        int(concurrency) if concurrency else None,
+        kinds=frozenset(kinds.split(",")),
+    )
