@@ -168,16 +168,18 @@ class Bench:
 
     def submit(self) -> None:
         per_client = self.sizes.submit_per_client
-        for label, args in (
-            ("HTTP-only host (ingest)", ("--functions", "http")),
-            ("one host running the jobs too", ()),
+        for label, args, processes in (
+            ("HTTP-only host (ingest)", ("--functions", "http"), "1"),
+            ("HTTP-only host, 2 worker processes (ingest)", ("--functions", "http"), "2"),
+            ("one host running the jobs too", (), "1"),
         ):
             rate = self.figure(f"submissions, 16 clients, {label}", "jobs/s")
             p50 = self.figure(f"  submission latency p50, {label}", "ms")
             p99 = self.figure(f"  submission latency p99, {label}", "ms")
+            env = {"FUNCTIONS_WORKER_PROCESS_COUNT": processes}
             with self.database() as dsn:
                 migrate(dsn, "lightsout")
-                with hosts(1, self.env(dsn), args) as started:
+                with hosts(1, {**self.env(dsn), **env}, args) as started:
                     for _ in range(self.runs):
                         got = workloads.submissions(
                             started[0].url, 16, per_client, secrets.token_hex(4)

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightsout.host.errors import HostConfigError
+
+if TYPE_CHECKING:
+    from lightsout.host.runtime import Host
 
 log = logging.getLogger(__name__)
 SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
@@ -28,6 +34,9 @@ MAX_PROCESSES = 10  # the Functions host's limit
 # Set in the extra processes: their number, which also tells them to share the port.
 PROCESS_NUMBER = "LIGHTSOUT_HOST_PROCESS_NUMBER"
 WORKER_NAME = "LIGHTSOUT_WORKER_NAME"
+# The pipe an extra process writes one byte to once it serves: the host waits for them all.
+READY_FD = "LIGHTSOUT_HOST_READY_FD"
+READY_TIMEOUT_S = 120.0
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _CHILD = "import sys; from lightsout.host.processes import run_extra; sys.exit(run_extra(sys.argv))"
 
@@ -50,22 +59,31 @@ def shares_port(environ: Mapping[str, str]) -> bool:
 class ExtraProcesses:
     """The worker processes after the first: started, watched and stopped by the first."""
 
-    def __init__(
-        self, app_dir: Path, port: int, concurrency: int | None, kinds: frozenset[str]
-    ) -> None:
-        self._args = [str(app_dir), str(port), str(concurrency or ""), ",".join(sorted(kinds))]
+    def __init__(self, count: int, kinds: frozenset[str]) -> None:
+        self.count, self.kinds = count, kinds
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int) -> None:
-        """Start `count` processes; their output goes where this process's goes."""
-        for number in range(2, count + 2):
-            env = {**os.environ, SETTING: "1", PROCESS_NUMBER: str(number)}
-            path = [str(_REPO_ROOT), env.get("PYTHONPATH", "")]
-            env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
-            if name := os.environ.get(WORKER_NAME):
-                env[WORKER_NAME] = f"{name}/{number}"
-            cmd = [sys.executable, "-c", _CHILD, *self._args]
-            self._procs.append(subprocess.Popen(cmd, env=env))
+    def start(self, host: Host) -> None:
+        """Start them on the host's port and wait until each serves; their output is ours.
+
+        Called once the host's socket is bound and before it serves, so that the host
+        answers its first request (its health check) only when every process does.
+        """
+        args = [str(host.app_dir), str(host.port), str(host.concurrency or "")]
+        args.append(",".join(sorted(self.kinds)))
+        read_end, write_end = os.pipe()
+        try:
+            for number in range(2, self.count + 2):
+                cmd = [sys.executable, "-c", _CHILD, *args]
+                env = _child_env(number, write_end)
+                self._procs.append(subprocess.Popen(cmd, env=env, pass_fds=(write_end,)))
+            os.close(write_end)
+            _wait_ready(read_end, self.count)
+        except BaseException:
+            self.stop(5)
+            raise
+        finally:
+            os.close(read_end)
         log.info("Worker processes: pids %s", ", ".join(str(p.pid) for p in self._procs))
 
     def exited(self) -> list[tuple[int, int]]:
@@ -84,6 +102,35 @@ class ExtraProcesses:
                 log.warning("worker process %d did not stop in %.0fs: killed", proc.pid, timeout)
                 proc.kill()
                 proc.wait()
+
+
+def _child_env(number: int, ready_fd: int) -> dict[str, str]:
+    env = {**os.environ, SETTING: "1", PROCESS_NUMBER: str(number), READY_FD: str(ready_fd)}
+    path = [str(_REPO_ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    if name := os.environ.get(WORKER_NAME):
+        env[WORKER_NAME] = f"{name}/{number}"  # their claims name the process that made them
+    return env
+
+
+def _wait_ready(read_end: int, count: int) -> None:
+    """Read one byte from each of `count` processes; HostConfigError if one never sends it."""
+    deadline, ready = time.monotonic() + READY_TIMEOUT_S, 0
+    while ready < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([read_end], [], [], left)[0]:
+            raise HostConfigError(f"worker processes not serving after {READY_TIMEOUT_S:.0f}s")
+        got = os.read(read_end, count)
+        if not got:  # every write end is closed: a process exited before it served
+            raise HostConfigError("a worker process exited while starting (its log says why)")
+        ready += len(got)
+
+
+def report_ready(environ: Mapping[str, str]) -> None:
+    """In an extra process that now serves: tell the first process so."""
+    if fd := environ.get(READY_FD):
+        os.write(int(fd), b".")
+        os.close(int(fd))
 
 
 def run_extra(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -30,7 +30,7 @@ from lightsout.host.hostjson import HostJson, load_host_json
 from lightsout.host.http_server import FunctionHttpServer
 from lightsout.host.invoke import Invoker
 from lightsout.host.logformat import configure_logging
-from lightsout.host.processes import ExtraProcesses, process_count, shares_port
+from lightsout.host.processes import ExtraProcesses, process_count, report_ready, shares_port
 from lightsout.host.queue_listener import DEFAULT_LEASE, QueueListener
 from lightsout.host.roles import ALL_KINDS, served
 from lightsout.host.routing import Router
@@ -72,8 +72,11 @@ class Host:
         """The port HTTP is served on (the one chosen by the system if 0 was asked)."""
         return self.server.server_address[1] if self.server else self.requested_port
 
-    def start(self) -> None:
-        """Load settings and the app, then serve; raise HostConfigError if it cannot be served."""
+    def start(self, before_serving: Callable[[Host], None] | None = None) -> None:
+        """Load settings and the app, then serve; raise HostConfigError if it cannot be served.
+
+        `before_serving` runs once the HTTP port is bound, before anything is served.
+        """
         copied = load_local_settings(self.app_dir, os.environ)
         log.debug("App settings from local.settings.json: %s", ", ".join(copied) or "none")
         self.config = load_host_json(self.app_dir)
@@ -84,6 +87,13 @@ class Host:
             log.info("Disabled by AzureWebJobs.<name>.Disabled: %s", ", ".join(off))
         functions = _sign_in(functions)
         self._build(functions)
+        if before_serving is not None:
+            try:
+                before_serving(self)
+            except BaseException:
+                if self.server is not None:
+                    self.server.server_close()
+                raise
         for listener in self.listeners:
             listener.start()
         for timer in self.timers:
@@ -214,13 +224,13 @@ def serve(
     # Handle signals before starting: a function may be running as soon as start() begins.
     with _stop_on_signals(stop):
         try:
-            count = process_count(os.environ)
+            extra = _extra_processes(process_count(os.environ), kinds)
             host = Host(app_dir, port, concurrency, kinds=kinds, share_port=shares_port(os.environ))
-            host.start()
+            host.start(before_serving=extra.start if extra else None)
         except HostConfigError as exc:
             log.error("The host cannot start: %s", exc, exc_info=exc.__cause__ is not None)
             return 1
-        extra = _start_extra(host, count)
+        report_ready(os.environ)
         code = _watch(stop, extra)
         host.stop()
         if extra is not None:
@@ -228,14 +238,10 @@ def serve(
     return code
 
 
-def _start_extra(host: Host, count: int) -> ExtraProcesses | None:
-    """Start the worker processes after this one (FUNCTIONS_WORKER_PROCESS_COUNT)."""
-    kinds = host.kinds - {"timers"}  # timers run once, here
-    if count == 1 or not kinds:
-        return None
-    extra = ExtraProcesses(host.app_dir, host.port, host.concurrency, kinds)
-    extra.start(count - 1)
-    return extra
+def _extra_processes(count: int, kinds: frozenset[str]) -> ExtraProcesses | None:
+    """The worker processes after this one (FUNCTIONS_WORKER_PROCESS_COUNT), if any."""
+    kinds = kinds - {"timers"}  # timers run once, here
+    return ExtraProcesses(count - 1, kinds) if count > 1 and kinds else None
 
 
 def _watch(stop: threading.Event, extra: ExtraProcesses | None) -> int:

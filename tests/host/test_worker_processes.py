@@ -28,9 +28,12 @@ SERVE = (
 
 
 @contextmanager
-def served(app: SampleApp, count: int) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def served(
+    app: SampleApp, count: int, **extra_env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FUNCTIONS_WORKER_PROCESS_COUNT": str(count)}
+    env.update(extra_env)
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(app.dir), str(port)],
         env=env,
@@ -77,7 +80,8 @@ def alive(pid: int) -> bool:
 def test_two_processes_serve_one_port_and_stop_together(sample_app: SampleApp) -> None:
     with served(sample_app, 2) as (proc, port):
         wait_for(lambda: answering_pid(port), timeout=30, message="the host to answer")
-        pids = pids_answering(port, 2)
+        # The host answers once every process serves: both answer at once.
+        pids = pids_answering(port, 2, seconds=2)
         assert proc.pid in pids
         assert len(pids) == 2, pids
         (extra,) = pids - {proc.pid}
@@ -98,6 +102,16 @@ def test_a_worker_process_that_dies_stops_the_host(sample_app: SampleApp) -> Non
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert f"Worker process {extra} exited with -9: stopping the host" in output.decode()
+
+
+def test_a_worker_process_that_cannot_start_stops_the_start(sample_app: SampleApp) -> None:
+    with served(sample_app, 3, SAMPLE_FAIL_IN_PROCESS="3") as (proc, port):
+        output, _ = proc.communicate(timeout=60)
+        assert answering_pid(port) is None
+    assert proc.returncode == 1
+    text = output.decode()
+    assert "sample app told to fail in this worker process" in text
+    assert "The host cannot start: a worker process exited while starting" in text
 
 
 def test_one_process_by_default_serves_alone(sample_app: SampleApp) -> None:

@@ -12,6 +12,10 @@ from typing import Any
 
 import azure.functions as func
 
+# A test of the host's worker processes makes the app fail to load in one of them.
+if os.environ.get("LIGHTSOUT_HOST_PROCESS_NUMBER", "1") == os.environ.get("SAMPLE_FAIL_IN_PROCESS"):
+    raise RuntimeError("sample app told to fail in this worker process")
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 _record_lock = threading.Lock()
 
