@@ -112,6 +112,19 @@ def test_by_id_statements_use_the_primary_key_on_a_long_history(history_conn: Co
     # The statements still did their work: the claimed tasks are the first 25.
     assert sorted(claim(history_conn, tasks[:30])) == sorted(tasks[25:30])
 
+    ends = tasks[:25]
+    plans = plans_of(
+        history_conn,
+        "SELECT * FROM complete_tasks_and_check_stage(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
+        (ends, [1] * 25, ["completed"] * 25, ["{}"] * 25, [None] * 25),
+    )
+    assert_by_key(plans, "WITH input AS")
+    done = history_conn.execute(
+        "SELECT count(*) AS n FROM tasks WHERE task_id = ANY (%s) AND status = 'completed'",
+        (ends,),
+    ).fetchone()
+    assert done == {"n": 25}
+
 
 def test_a_new_stage_is_not_scattered_over_the_historys_pages(database_url: str) -> None:
     # Finished rows are wider than new ones: with no space kept back on each page, the

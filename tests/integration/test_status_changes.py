@@ -41,6 +41,7 @@ KINDS: dict[str, type[JobStatus] | type[StageStatus] | type[TaskStatus]] = {
 DRIVEN = {
     "claim_tasks",
     "finish_task",
+    "complete_tasks_and_check_stage",
     "retry_task",
     "reap_task",
     "stop_job",
@@ -58,6 +59,8 @@ SET_LIST = re.compile(
 def writes_status(source: str) -> bool:
     """Return whether a procedure body assigns a status column in some UPDATE."""
     return any(re.search(r"\bstatus\s*=", m.group(1)) for m in SET_LIST.finditer(source))
+
+
 LOG_SETUP = """
 CREATE TABLE status_log (proc text, tbl text, from_status text, to_status text);
 CREATE FUNCTION log_status() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -101,6 +104,17 @@ def complete(conn: Conn, task_id: str) -> None:
     attempt = task(conn, task_id)["attempt"]
     sql = "SELECT * FROM complete_task_and_check_stage(%s, %s, 'completed', '{}')"
     as_proc(conn, "finish_task", sql, task_id, attempt)
+
+
+def end_in_batch(conn: Conn, task_id: str) -> None:
+    attempt = task(conn, task_id)["attempt"]
+    sql = (
+        "SELECT * FROM complete_tasks_and_check_stage"
+        "(ARRAY[%s, %s], ARRAY[%s, %s], ARRAY['failed', 'completed'], ARRAY[NULL, '{}']::jsonb[],"
+        " ARRAY[%s, NULL]::jsonb[])"
+    )
+    params = (task_id, task_id, attempt, attempt, Jsonb(ERROR))
+    as_proc(conn, "complete_tasks_and_check_stage", sql, *params)
 
 
 def fail(conn: Conn, task_id: str) -> None:
@@ -171,6 +185,7 @@ def outbox(conn: Conn, task_id: str) -> None:
 TASK_OPERATIONS: dict[str, TaskOperation] = {
     "claim": claim,
     "complete": complete,
+    "end_in_batch": end_in_batch,
     "fail": fail,
     "fail_unclaimed": fail_unclaimed,
     "retry": retry,
@@ -219,8 +234,12 @@ def test_the_log_sees_changes(conn: Conn) -> None:
     task_id = put_task_in(conn, "changes-seen", TaskStatus.PROCESSING)
     complete(conn, task_id)
     logged = conn.execute("SELECT proc, tbl, from_status, to_status FROM status_log").fetchall()
-    assert {"proc": "finish_task", "tbl": "tasks", "from_status": "processing",
-            "to_status": "completed"} in logged
+    assert {
+        "proc": "finish_task",
+        "tbl": "tasks",
+        "from_status": "processing",
+        "to_status": "completed",
+    } in logged
 
 
 def test_every_status_writing_procedure_is_driven(conn: Conn) -> None:
