@@ -57,12 +57,12 @@ def traced(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the function in a span named `name`, with its job, stage and task ids as attributes."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        signature = inspect.signature(fn)
+        # Found once: binding the signature at each call cost a submission more than its span.
+        places = _id_places(inspect.signature(fn))
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            bound = signature.bind_partial(*args, **kwargs).arguments
-            with continued(name, None, SpanKind.INTERNAL, _attributes(bound)):
+            with continued(name, None, SpanKind.INTERNAL, _attributes(places, args, kwargs)):
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -70,8 +70,26 @@ def traced(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return decorate
 
 
-def _attributes(arguments: Mapping[str, Any]) -> dict[str, SpanValue]:
-    return {k: v for k, v in arguments.items() if k in ATTRIBUTES and isinstance(v, str | int)}
+def _id_places(signature: inspect.Signature) -> list[tuple[str, int | None]]:
+    """Each id parameter's name and position (None when it can only be passed by keyword)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        (p.name, n if p.kind in positional else None)
+        for n, p in enumerate(signature.parameters.values())
+        if p.name in ATTRIBUTES
+    ]
+
+
+def _attributes(
+    places: list[tuple[str, int | None]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, SpanValue]:
+    """The ids passed in this call (defaults left out), by name."""
+    found: dict[str, SpanValue] = {}
+    for key, n in places:
+        value = args[n] if n is not None and n < len(args) else kwargs.get(key)
+        if isinstance(value, str | int):
+            found[key] = value
+    return found
 
 
 @contextmanager
