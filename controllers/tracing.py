@@ -14,7 +14,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
@@ -35,22 +35,21 @@ _tracer = trace.get_tracer("lightsout")
 _CONFIGURING = threading.Lock()
 
 
-@contextmanager
-def span(name: str, **attributes: SpanValue | None) -> Iterator[Span]:
+def span(name: str, **attributes: SpanValue | None) -> AbstractContextManager[Span]:
     """Run the block in a span, a child of the current one, with lightsout.* attributes."""
-    with continued(name, None, SpanKind.INTERNAL, attributes) as s:
-        yield s
+    return continued(name, None, SpanKind.INTERNAL, attributes)
 
 
-@contextmanager
 def continued(
     name: str, parent: str | None, kind: SpanKind, attributes: Mapping[str, SpanValue | None]
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """Run the block in a span, a child of `parent` (a traceparent) or of the current span."""
     context = propagate.extract({"traceparent": parent}) if parent else None
     attrs = {f"lightsout.{k}": v for k, v in attributes.items() if v is not None}
-    with _tracer.start_as_current_span(name, context=context, kind=kind, attributes=attrs) as s:
-        yield s
+    # What start_as_current_span does, without its two generator layers (a submission has
+    # two spans, and no exporter may be configured at all).
+    started = _tracer.start_span(name, context=context, kind=kind, attributes=attrs)
+    return trace.use_span(started, end_on_exit=True)
 
 
 def traced(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
