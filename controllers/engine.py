@@ -108,13 +108,12 @@ class Engine:
                 f"invalid parameters for {job_type}: {_first_error(exc)}",
                 [dict(e) for e in exc.errors(include_url=False, include_context=False)],
             ) from exc
-        job_id, rerun_of = job_id_for(job_type, params), None
+        dumped = params.model_dump(mode="json")  # once: the id hashes what the row stores
+        job_id, rerun_of = job_id_for(job_type, dumped), None
         if force and self._finished(job_id):
-            rerun_of, job_id = job_id, job_id_for(job_type, params, f"rerun:{time.time_ns()}")
+            rerun_of, job_id = job_id, job_id_for(job_type, dumped, f"rerun:{time.time_ns()}")
         stages = [stage.name for stage in controller.stages[: controller.stage_count(params)]]
-        created = self.jobs.submit(
-            job_id, job_type, params.model_dump(mode="json"), stages, rerun_of, actor
-        )
+        created = self.jobs.submit(job_id, job_type, dumped, stages, rerun_of, actor)
         crash_point("after_submit_commit")
         if created:
             self._start(job_id)

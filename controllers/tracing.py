@@ -14,7 +14,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
@@ -35,34 +35,33 @@ _tracer = trace.get_tracer("lightsout")
 _CONFIGURING = threading.Lock()
 
 
-@contextmanager
-def span(name: str, **attributes: SpanValue | None) -> Iterator[Span]:
+def span(name: str, **attributes: SpanValue | None) -> AbstractContextManager[Span]:
     """Run the block in a span, a child of the current one, with lightsout.* attributes."""
-    with continued(name, None, SpanKind.INTERNAL, attributes) as s:
-        yield s
+    return continued(name, None, SpanKind.INTERNAL, attributes)
 
 
-@contextmanager
 def continued(
     name: str, parent: str | None, kind: SpanKind, attributes: Mapping[str, SpanValue | None]
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """Run the block in a span, a child of `parent` (a traceparent) or of the current span."""
     context = propagate.extract({"traceparent": parent}) if parent else None
     attrs = {f"lightsout.{k}": v for k, v in attributes.items() if v is not None}
-    with _tracer.start_as_current_span(name, context=context, kind=kind, attributes=attrs) as s:
-        yield s
+    # What start_as_current_span does, without its two generator layers (a submission has
+    # two spans, and no exporter may be configured at all).
+    started = _tracer.start_span(name, context=context, kind=kind, attributes=attrs)
+    return trace.use_span(started, end_on_exit=True)
 
 
 def traced(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the function in a span named `name`, with its job, stage and task ids as attributes."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        signature = inspect.signature(fn)
+        # Found once: binding the signature at each call cost a submission more than its span.
+        places = _id_places(inspect.signature(fn))
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            bound = signature.bind_partial(*args, **kwargs).arguments
-            with continued(name, None, SpanKind.INTERNAL, _attributes(bound)):
+            with continued(name, None, SpanKind.INTERNAL, _attributes(places, args, kwargs)):
                 return fn(*args, **kwargs)
 
         return wrapper
@@ -70,8 +69,26 @@ def traced(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return decorate
 
 
-def _attributes(arguments: Mapping[str, Any]) -> dict[str, SpanValue]:
-    return {k: v for k, v in arguments.items() if k in ATTRIBUTES and isinstance(v, str | int)}
+def _id_places(signature: inspect.Signature) -> list[tuple[str, int | None]]:
+    """Each id parameter's name and position (None when it can only be passed by keyword)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        (p.name, n if p.kind in positional else None)
+        for n, p in enumerate(signature.parameters.values())
+        if p.name in ATTRIBUTES
+    ]
+
+
+def _attributes(
+    places: list[tuple[str, int | None]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, SpanValue]:
+    """The ids passed in this call (defaults left out), by name."""
+    found: dict[str, SpanValue] = {}
+    for key, n in places:
+        value = args[n] if n is not None and n < len(args) else kwargs.get(key)
+        if isinstance(value, str | int):
+            found[key] = value
+    return found
 
 
 @contextmanager

@@ -22,12 +22,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from repositories.entra import EntraPassword, entra_password
-from repositories.tracecontext import SET_TRACE, TracedCursor, current_traceparent
+from repositories.tracecontext import TracedCursor, current_traceparent
 from schemas.settings import DatabaseSettings
 
 Connection = psycopg.Connection[dict[str, object]]
 log = logging.getLogger(__name__)
 PGBOUNCER_PORT = 6432  # PgBouncer's default, and Azure's built-in pooler
+# SET LOCAL search_path as a function (quote_ident quotes as SET does), so that the trace
+# is named in the same statement (one_trip).
+SET_PATH = "SELECT set_config('search_path', quote_ident(%s), true)"
+SET_PATH_AND_TRACE = f"{SET_PATH}, set_config('application_name', %s, true)"
 
 
 def search_path_sql(schema: str) -> sql.Composed:
@@ -70,30 +74,26 @@ class SchemaPool(ConnectionPool[Connection]):
     ) -> list[dict[str, object]]:
         """Run one statement as its own transaction, in one round trip; return its rows.
 
-        BEGIN, the trace, the schema, the statement and COMMIT go to the server as one
-        simple-query string (the parameters bound here, as psycopg's ClientCursor binds
-        them), so the locks the statement takes are released by the server's COMMIT
-        without waiting for this client to read the result and ask for it (a wait that
-        grows with the GIL and the machine's load: bench/PROFILE.md). Still one
+        The schema, the trace and the statement go to the server as one simple-query string
+        (the parameters bound here, as psycopg's ClientCursor binds them), which PostgreSQL
+        runs as one implicit transaction and commits when the statement ends: the locks the
+        statement takes are released without waiting for this client to read the result (a
+        wait that grows with the GIL and the machine's load: bench/PROFILE.md). Still one
         transaction that names its schema first, so it holds behind a transaction pooler.
         Cheaper in this process than pipeline mode, which a submission paid ~30% of its
         CPU for; the statement is parsed each time (no server-side prepare).
         """
+        parent = current_traceparent()
+        prelude = SET_PATH if parent is None else SET_PATH_AND_TRACE
+        named = (self.schema,) if parent is None else (self.schema, parent)
         with super().connection(timeout) as conn:
             cursor = psycopg.ClientCursor(conn)
-            parts = [b"BEGIN"]
-            if (parent := current_traceparent()) is not None:
-                parts.append(cursor.mogrify(SET_TRACE, (parent,)).encode())
-            parts.append(search_path_sql(self.schema).as_bytes(conn))
-            parts += [cursor.mogrify(query, params).encode(), b"COMMIT"]
-            conn.autocommit = True  # the string has its own BEGIN and COMMIT
+            text = cursor.mogrify(f"{prelude}; {query}", (*named, *params)).encode()
+            conn.autocommit = True  # no BEGIN of psycopg's: the string is its own transaction
             try:
-                cursor.execute(b"; ".join(parts))
-                for _ in parts[:-2]:  # BEGIN, the trace, SET LOCAL: to the statement's result
-                    cursor.nextset()
+                cursor.execute(text, prepare=False)
+                cursor.nextset()  # past the prelude, to the statement's result
                 rows = cursor.fetchall() if cursor.description else []
-                while cursor.nextset():  # the COMMIT's result: reading it ends the exchange
-                    pass
             except BaseException:
                 if conn.info.transaction_status is not TransactionStatus.IDLE:
                     conn.execute("ROLLBACK")

@@ -34,7 +34,8 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.auth == "on"
         self.keys = [
-            (name, entry.key.encode(), entry.scopes) for name, entry in settings.api_keys.items()
+            (entry.key.encode(), Identity(name=name, kind="api_key", scopes=entry.scopes))
+            for name, entry in settings.api_keys.items()
         ]
         self.tokens = TokenVerifier(settings)
         self.trust_easy_auth = settings.trust_easy_auth
@@ -43,6 +44,8 @@ class Authenticator:
         """Return who sent a request with these (lower-case) headers, or raise Unauthenticated."""
         who = self._credential(headers, params)
         note = (headers.get(ACTOR_HEADER) or "").strip()[:MAX_NOTE_CHARS]
+        if not note and who.on_behalf_of is None:
+            return who  # frozen: the key's own identity serves every request with that key
         return who.model_copy(update={"on_behalf_of": note or None})
 
     def _credential(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Identity:
@@ -74,13 +77,13 @@ class Authenticator:
             raise Unauthenticated("API keys are not accepted: LIGHTSOUT_API_KEYS holds none")
         given = key.encode()
         found = None
-        for name, secret, scopes in self.keys:
+        for secret, identity in self.keys:
             # Compare with every key, so the time taken does not say which one came close.
             if hmac.compare_digest(given, secret):
-                found = (name, scopes)
+                found = identity
         if found is None:
             raise Unauthenticated("the API key is not valid")
-        return Identity(name=found[0], kind="api_key", scopes=found[1])
+        return found
 
 
 def easy_auth_identity(headers: Mapping[str, str]) -> Identity:

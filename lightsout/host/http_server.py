@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import logging
 import os
@@ -10,7 +11,8 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -134,15 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"method {self.command} not allowed on {url.path}; allowed: {allow}"
             self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", message, allow)
             return
-        headers = {
-            k: ", ".join(self.headers.get_all(k, []))
-            for k in self.headers
-            if not k.lower().startswith(EASY_AUTH_PREFIX)
-        }
         request = func.HttpRequest(
             method=self.command,
             url=f"http://{self.headers.get('Host', self.server.server_address[0])}{self.path}",
-            headers=headers,
+            headers=_request_headers(self.headers.items()),
             params=dict(parse_qsl(url.query, keep_blank_values=True)),
             route_params=found.params,
             body=body,
@@ -270,7 +267,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # each answer calls it: no formatting for nothing
+            log.debug("%s - %s", self.address_string(), format % args)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return _http_date() if timestamp is None else super().date_time_string(timestamp)
+
+
+class _HttpDate:
+    """The Date header's value, made once a second rather than once an answer."""
+
+    def __init__(self) -> None:
+        self._made = (0, "")
+
+    def __call__(self) -> str:
+        second, made = int(time.time()), self._made
+        if made[0] != second:
+            made = self._made = (second, email.utils.formatdate(second, usegmt=True))
+        return made[1]
+
+
+_http_date = _HttpDate()
+
+
+def _request_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The headers as the function sees them: one entry a name, repeated values joined.
+
+    Without App Service authentication's headers, which only that front end may set.
+    """
+    headers: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        if not key.startswith(EASY_AUTH_PREFIX):
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
 
 
 def body_limit(environ: Mapping[str, str]) -> int:

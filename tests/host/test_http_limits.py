@@ -106,6 +106,17 @@ def test_client_sent_easy_auth_headers_never_reach_the_function(
     assert not [h for h in body["headers"] if h.startswith("x-ms-client-principal")]
 
 
+def test_a_repeated_header_reaches_the_function_once_with_its_values_joined(
+    start_host: Callable[..., Host],
+) -> None:
+    head = "GET /api/items/1 HTTP/1.1\r\nHost: x\r\nX-Sample: a\r\nx-sample: b\r\n"
+
+    status, body = exchange(start_host(), head)
+
+    assert (status, body["header"]) == (200, "a, b")
+    assert body["headers"].count("x-sample") == 1
+
+
 def test_a_function_disabled_by_its_app_setting_is_not_served(
     start_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,10 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
+from controllers import tracing
 from lightsout.pgbouncer import PgBouncer
 from repositories.db import SchemaPool, behind_transaction_pooler, open_pool
 from repositories.migrations import discover, migrate, status
+from repositories.tracecontext import current_traceparent
 from schemas.settings import DatabaseSettings, load
 
 VERSIONS = [m.version for m in discover()]
@@ -69,6 +72,47 @@ def test_every_transaction_of_the_pool_finds_the_schema(
     assert {(path, applied) for _, path, applied in seen} == {(schema, LATEST)}
     # Transactions really moved between server connections: session state could not follow.
     assert len({pid for pid, _, _ in seen}) > 1
+
+
+def trip(pool: SchemaPool) -> tuple[str | None, dict[str, object]]:
+    """(the caller's traceparent, what one `one_trip` statement saw) in a span of its own."""
+    with tracing.span("a trip"):
+        rows = pool.one_trip(
+            "SELECT current_setting('search_path') AS path, current_setting('application_name')"
+            " AS name, (SELECT max(version) FROM schema_migrations) AS applied",
+            (),
+        )
+        return current_traceparent(), rows[0]
+
+
+def test_each_one_trip_finds_the_schema_and_names_its_trace_behind_the_pooler(
+    monkeypatch: pytest.MonkeyPatch, pooled_url: str, schema: str
+) -> None:
+    tracing.configure()
+    migrate(pooled_url, schema)
+    pooled = settings(monkeypatch, pooled_url, schema, "transaction")
+    with open_pool(pooled) as pool, ThreadPoolExecutor(4) as threads:
+        seen = list(threads.map(lambda _: trip(pool), range(40)))
+
+    assert {(row["path"], row["applied"]) for _, row in seen} == {(schema, LATEST)}
+    assert all(parent is not None and row["name"] == parent for parent, row in seen)
+
+
+def test_one_trip_leaves_no_setting_on_its_connection(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    tracing.configure()
+    direct = settings(monkeypatch, database_url, "lightsout", "none")
+    # One connection: the next block gets the one the trip used.
+    with open_pool(direct.model_copy(update={"pool_min_size": 1, "pool_max_size": 1})) as pool:
+        parent, row = trip(pool)
+        assert row["path"] == "lightsout" and row["name"] == parent
+        with ConnectionPool.connection(pool) as conn:
+            after = conn.execute(
+                "SELECT current_setting('search_path') AS path,"
+                " current_setting('application_name') AS name"
+            ).fetchone()
+    assert after == {"path": '"$user", public', "name": ""}
 
 
 def test_prepared_statements_are_off_behind_the_pooler(
