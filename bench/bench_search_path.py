@@ -69,10 +69,14 @@ def main() -> None:
             print(f"{'route':<10} {'statement':<28} {'us/transaction':>15}")
             for route, url in (("direct", dsn), ("pgbouncer", bouncer.url(dsn))):
                 figures = {}
-                for name, make in (("SET LOCAL + unqualified", with_set_local),
-                                   ("schema-qualified, no SET", qualified)):
-                    runs = [per_transaction_us(url, make(schema), args.transactions)
-                            for _ in range(args.runs)]
+                for name, make in (
+                    ("SET LOCAL + unqualified", with_set_local),
+                    ("schema-qualified, no SET", qualified),
+                ):
+                    runs = [
+                        per_transaction_us(url, make(schema), args.transactions)
+                        for _ in range(args.runs)
+                    ]
                     figures[name] = statistics.median(runs)
                     print(f"{route:<10} {name:<28} {figures[name]:>15.0f}")
                 extra = figures["SET LOCAL + unqualified"] - figures["schema-qualified, no SET"]

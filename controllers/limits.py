@@ -62,7 +62,6 @@ def checked_result(result: dict[str, Any]) -> dict[str, Any]:
     cap = _current.max_result_bytes
     if size > cap:
         raise LimitExceeded(
-            f"task result is {size:,} bytes, over the limit of {cap:,} "
-            "(LIGHTSOUT_MAX_RESULT_BYTES)"
+            f"task result is {size:,} bytes, over the limit of {cap:,} (LIGHTSOUT_MAX_RESULT_BYTES)"
         )
     return result

@@ -98,9 +98,7 @@ class JobRepository:
         with translated("mark job dispatched", job_id=job_id), self._pool.connection() as conn:
             conn.execute("SELECT mark_job_dispatched(%s, %s)", (job_id, stage))
 
-    def take_dispatch_lease(
-        self, job_id: JobId, stage: int, holder: str, lease: timedelta
-    ) -> bool:
+    def take_dispatch_lease(self, job_id: JobId, stage: int, holder: str, lease: timedelta) -> bool:
         """Hold (or renew) the right to send the stage's task messages; False if another does."""
         with (
             translated("take dispatch lease", job_id=job_id, stage=stage),

@@ -254,4 +254,3 @@ class OperatorRepository:
         with translated("read janitor events", job_id=job_id), self._pool.connection() as conn:
             row = conn.execute(LAST_JANITOR_ACTION, (job_id,)).fetchone()
         return parse_row(JanitorAction, row) if row else None
-

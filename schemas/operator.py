@@ -207,4 +207,3 @@ class Diagnosis(_Body):
     state: DiagnoseState
     verdict: str
     evidence: Evidence
-

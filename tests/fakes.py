@@ -232,9 +232,7 @@ class FakeJobStore:
             if job is not None and job.stage == stage:
                 job.dispatched_at = self.db.now()
 
-    def take_dispatch_lease(
-        self, job_id: JobId, stage: int, holder: str, lease: timedelta
-    ) -> bool:
+    def take_dispatch_lease(self, job_id: JobId, stage: int, holder: str, lease: timedelta) -> bool:
         with self.db.lock:
             row, now = self.db.stages.get((job_id, stage)), self.db.now()
             if row is None or row.status not in (StageStatus.PENDING, StageStatus.PROCESSING):

@@ -78,7 +78,6 @@ def _statuses(raw: str | None) -> list[JobStatus]:
     unknown = [n for n in names if n not in allowed]
     if unknown or not names:
         raise BadRequest(
-            f"query parameter 'status' takes finished statuses ({', '.join(allowed)}),"
-            f" got {raw!r}"
+            f"query parameter 'status' takes finished statuses ({', '.join(allowed)}), got {raw!r}"
         )
     return [allowed[n] for n in dict.fromkeys(names)]

@@ -115,9 +115,7 @@ def _make_runtime() -> Runtime:
     auth = Authenticator(settings)
     _log_auth_notice(settings)
     _freeze_start_up_objects()
-    return Runtime(
-        settings, pool, queues, jobs, tasks, poison, engine, recovery, auth, retention
-    )
+    return Runtime(settings, pool, queues, jobs, tasks, poison, engine, recovery, auth, retention)
 
 
 def _log_auth_notice(settings: Settings) -> None:

@@ -69,9 +69,7 @@ def snapshot(probe: Probe, task_id: TaskId) -> tuple[dict[str, Any], dict[str, A
     return task, stage
 
 
-def test_lost_claim_cannot_complete(
-    pool: SchemaPool, janitor: Recovery, probe: Probe
-) -> None:
+def test_lost_claim_cannot_complete(pool: SchemaPool, janitor: Recovery, probe: Probe) -> None:
     jobs, tasks = JobRepository(pool), TaskRepository(pool)
     job_id, (task, other) = start_job(jobs, tasks, 2)
     [w1] = tasks.claim([task], "w1")

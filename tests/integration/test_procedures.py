@@ -588,7 +588,6 @@ def test_job_and_stage_procedures_follow_the_transition_table(conn: Conn, scenar
     assert written.count("stage_status") == changes["stage_status"]
 
 
-
 def test_tasks_of_a_stage_without_its_row_are_refused(conn: Conn) -> None:
     job = submit(conn, "no-stage-row", stages=2)
     start(conn, job, 1, 2)

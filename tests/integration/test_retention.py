@@ -26,9 +26,7 @@ DSN: list[str] = []
 
 
 @pytest.fixture
-def pool(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[SchemaPool]:
+def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SchemaPool]:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("LIGHTSOUT_SCHEMA", SCHEMA)
