@@ -18,6 +18,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +38,7 @@ WORKER_NAME = "LIGHTSOUT_WORKER_NAME"
 # The pipe an extra process writes one byte to once it serves: the host waits for them all.
 READY_FD = "LIGHTSOUT_HOST_READY_FD"
 READY_TIMEOUT_S = 120.0
+ORPHAN_CHECK_S = 1.0
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _CHILD = "import sys; from lightsout.host.processes import run_extra; sys.exit(run_extra(sys.argv))"
 
@@ -138,9 +140,21 @@ def run_extra(argv: list[str]) -> int:
     from lightsout.host.runtime import serve
 
     app_dir, port, concurrency, kinds = argv[1:5]
+    stop = threading.Event()
+    watcher = threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stop), daemon=True)
+    watcher.start()
     return serve(
         Path(app_dir),
         int(port),
         int(concurrency) if concurrency else None,
+        stop,
         kinds=frozenset(kinds.split(",")),
     )
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    """Stop this process once the first one is gone (killed without a chance to stop us)."""
+    while not stop.wait(ORPHAN_CHECK_S):
+        if os.getppid() != parent:
+            log.warning("The host's first process (%d) is gone: stopping", parent)
+            stop.set()

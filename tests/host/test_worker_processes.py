@@ -104,6 +104,16 @@ def test_a_worker_process_that_dies_stops_the_host(sample_app: SampleApp) -> Non
     assert f"Worker process {extra} exited with -9: stopping the host" in output.decode()
 
 
+def test_worker_processes_stop_when_the_first_is_killed(sample_app: SampleApp) -> None:
+    with served(sample_app, 2) as (proc, port):
+        wait_for(lambda: answering_pid(port), timeout=30, message="the host to answer")
+        (extra,) = pids_answering(port, 2) - {proc.pid}
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not alive(extra), timeout=30, message="the orphaned process to stop")
+    assert answering_pid(port) is None
+
+
 def test_a_worker_process_that_cannot_start_stops_the_start(sample_app: SampleApp) -> None:
     with served(sample_app, 3, SAMPLE_FAIL_IN_PROCESS="3") as (proc, port):
         output, _ = proc.communicate(timeout=60)
