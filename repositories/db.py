@@ -102,6 +102,13 @@ class SchemaPool(ConnectionPool[Connection]):
                 conn.autocommit = False
         return rows
 
+    def one_row(
+        self, query: str, params: Sequence[object], timeout: float | None = None
+    ) -> dict[str, object] | None:
+        """one_trip for a statement that answers one row (or none)."""
+        rows = self.one_trip(query, params, timeout)
+        return rows[0] if rows else None
+
 
 def open_pool(settings: DatabaseSettings, name: str = "lightsout") -> SchemaPool:
     """Open a pool whose connections use dict rows, the configured schema and its auth."""

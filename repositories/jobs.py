@@ -41,8 +41,8 @@ class JobRepository:
 
     def get(self, job_id: JobId) -> JobRecord:
         """Return the job, or raise NotFound."""
-        with translated("get job", job_id=job_id), self._pool.connection() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        with translated("get job", job_id=job_id):
+            row = self._pool.one_row("SELECT * FROM jobs WHERE job_id = %s", (job_id,))
         if row is None:
             raise NotFound("job not found", job_id=job_id)
         return parse_row(JobRecord, row)
@@ -85,45 +85,39 @@ class JobRepository:
 
     def stage(self, job_id: JobId, stage: int) -> StageRecord:
         """Return one stage row, or raise NotFound."""
-        with translated("get stage", job_id=job_id, stage=stage), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("get stage", job_id=job_id, stage=stage):
+            row = self._pool.one_row(
                 "SELECT * FROM job_stages WHERE job_id = %s AND stage = %s", (job_id, stage)
-            ).fetchone()
+            )
         if row is None:
             raise NotFound("stage not found", job_id=job_id, stage=stage)
         return parse_row(StageRecord, row)
 
     def mark_dispatched(self, job_id: JobId, stage: int) -> None:
         """Record that the job message for `stage` was sent (the outbox marker)."""
-        with translated("mark job dispatched", job_id=job_id), self._pool.connection() as conn:
-            conn.execute("SELECT mark_job_dispatched(%s, %s)", (job_id, stage))
+        with translated("mark job dispatched", job_id=job_id):
+            self._pool.one_trip("SELECT mark_job_dispatched(%s, %s)", (job_id, stage))
 
     def take_dispatch_lease(self, job_id: JobId, stage: int, holder: str, lease: timedelta) -> bool:
         """Hold (or renew) the right to send the stage's task messages; False if another does."""
-        with (
-            translated("take dispatch lease", job_id=job_id, stage=stage),
-            self._pool.connection() as conn,
-        ):
-            row = conn.execute(
+        with translated("take dispatch lease", job_id=job_id, stage=stage):
+            row = self._pool.one_row(
                 "SELECT take_dispatch_lease(%s, %s, %s, %s) AS taken",
                 (job_id, stage, holder, lease),
-            ).fetchone()
+            )
         return bool(row and row["taken"])
 
     def release_dispatch_lease(self, job_id: JobId, stage: int, holder: str) -> None:
         """Give up the stage's dispatch lease, if `holder` has it."""
-        with (
-            translated("release dispatch lease", job_id=job_id, stage=stage),
-            self._pool.connection() as conn,
-        ):
-            conn.execute("SELECT release_dispatch_lease(%s, %s, %s)", (job_id, stage, holder))
+        with translated("release dispatch lease", job_id=job_id, stage=stage):
+            self._pool.one_trip(
+                "SELECT release_dispatch_lease(%s, %s, %s)", (job_id, stage, holder)
+            )
 
     def hold_if_paused(self, job_id: JobId, stage: int) -> bool:
         """Hold the stage's start while the job's type is paused; return whether it is."""
-        with translated("check pause", job_id=job_id), self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT hold_job_if_paused(%s, %s) AS held", (job_id, stage)
-            ).fetchone()
+        with translated("check pause", job_id=job_id):
+            row = self._pool.one_row("SELECT hold_job_if_paused(%s, %s) AS held", (job_id, stage))
         return bool(row and row["held"])
 
     def mark_many_dispatched(self, job_ids: Sequence[JobId], stage: int) -> None:
@@ -148,8 +142,8 @@ class JobRepository:
     ) -> Advance:
         """Leave the stage of `stage_result`: next stage, or finish with `job_status`."""
         stage = stage_result.stage
-        with translated("advance job", job_id=job_id, stage=stage), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("advance job", job_id=job_id, stage=stage):
+            row = self._pool.one_row(
                 "SELECT * FROM advance_job_stage(%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     job_id,
@@ -161,7 +155,7 @@ class JobRepository:
                     Jsonb(error) if error is not None else None,
                     actor,
                 ),
-            ).fetchone()
+            )
         return parse_row(Advance, row)
 
     def cancel(self, job_id: JobId, actor: str, reason: str) -> tuple[bool, JobStatus]:

@@ -74,27 +74,27 @@ class TaskRepository:
 
     def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool:
         """Hold the unclaimed tasks while the job's type is paused; return whether it is."""
-        with translated("check pause", job_id=job_id), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("check pause", job_id=job_id):
+            row = self._pool.one_row(
                 "SELECT hold_tasks_if_paused(%s, %s) AS held", (job_id, list(task_ids))
-            ).fetchone()
+            )
         return bool(row and row["held"])
 
     def report_progress(self, task_id: TaskId, attempt: int, fraction: float, message: str) -> bool:
         """Record how far the running attempt is; False when it no longer holds the task."""
-        with translated("report progress", task_id=task_id), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("report progress", task_id=task_id):
+            row = self._pool.one_row(
                 "SELECT report_task_progress(%s, %s, %s, %s) AS applied",
                 (task_id, attempt, fraction, message),
-            ).fetchone()
+            )
         return bool(row and row["applied"])
 
     def claim(self, task_ids: Sequence[TaskId], worker: str) -> list[Claim]:
         """Claim each task for its next attempt; tasks another delivery holds are left out."""
-        with translated("claim tasks", worker=worker), self._pool.connection() as conn:
-            rows = conn.execute(
+        with translated("claim tasks", worker=worker):
+            rows = self._pool.one_trip(
                 "SELECT * FROM claim_tasks(%s, %s) ORDER BY task_index", (list(task_ids), worker)
-            ).fetchall()
+            )
         return [parse_row(Claim, row) for row in rows]
 
     def complete(self, task_id: TaskId, attempt: int, result: Json) -> Completion:
@@ -175,48 +175,48 @@ class TaskRepository:
 
     def retry(self, task_id: TaskId, attempt: int, error: TaskError, delay: timedelta) -> bool:
         """Move the claimed attempt to retrying; its message is re-sent after `delay`."""
-        with translated("retry task", task_id=task_id), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("retry task", task_id=task_id):
+            row = self._pool.one_row(
                 "SELECT retry_task(%s, %s, %s, %s) AS retried",
                 (task_id, attempt, Jsonb(error.model_dump(mode="json")), delay),
-            ).fetchone()
+            )
         return bool(row and row["retried"])
 
     def heartbeat(self, task_ids: Sequence[TaskId], worker: str) -> int:
         """Refresh the lease of running tasks this worker holds; return how many it holds."""
-        with translated("heartbeat", worker=worker), self._pool.connection() as conn:
-            row = conn.execute(
+        with translated("heartbeat", worker=worker):
+            row = self._pool.one_row(
                 "SELECT heartbeat_tasks(%s, %s) AS held", (list(task_ids), worker)
-            ).fetchone()
+            )
         held = row["held"] if row else 0
         return held if isinstance(held, int) else 0
 
     def mark_dispatched(self, task_ids: Sequence[TaskId]) -> None:
         """Record that the messages naming these tasks were sent (the outbox marker)."""
-        with translated("mark tasks dispatched"), self._pool.connection() as conn:
-            conn.execute("SELECT mark_tasks_dispatched(%s)", (list(task_ids),))
+        with translated("mark tasks dispatched"):
+            self._pool.one_trip("SELECT mark_tasks_dispatched(%s)", (list(task_ids),))
 
     def deferred(self, task_ids: Sequence[TaskId]) -> list[DeferredTask]:
         """Return those of the tasks that wait for their retry's backoff, with the delay left."""
-        with translated("deferred tasks"), self._pool.connection() as conn:
-            rows = conn.execute("SELECT * FROM deferred_tasks(%s)", (list(task_ids),)).fetchall()
+        with translated("deferred tasks"):
+            rows = self._pool.one_trip("SELECT * FROM deferred_tasks(%s)", (list(task_ids),))
         return [parse_row(DeferredTask, row) for row in rows]
 
     def undispatched(self, job_id: JobId, stage: int) -> list[TaskId]:
         """Return the stage's queued or retrying tasks whose message was never sent."""
-        with translated("undispatched tasks", job_id=job_id), self._pool.connection() as conn:
-            rows = conn.execute(
+        with translated("undispatched tasks", job_id=job_id):
+            rows = self._pool.one_trip(
                 "SELECT task_id FROM tasks WHERE job_id = %s AND stage = %s"
                 " AND dispatched_at IS NULL AND status IN ('queued', 'retrying')"
                 " ORDER BY task_index",
                 (job_id, stage),
-            ).fetchall()
+            )
         return [parse_row(TaskRef, row).task_id for row in rows]
 
     def get(self, task_id: TaskId) -> TaskRecord:
         """Return one task, or raise NotFound."""
-        with translated("get task", task_id=task_id), self._pool.connection() as conn:
-            row = conn.execute("SELECT * FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
+        with translated("get task", task_id=task_id):
+            row = self._pool.one_row("SELECT * FROM tasks WHERE task_id = %s", (task_id,))
         if row is None:
             raise NotFound("task not found", task_id=task_id)
         return parse_row(TaskRecord, row)
@@ -259,8 +259,8 @@ class TaskRepository:
         """Yield (task_index, result) of the stage's completed tasks, a page at a time."""
         last = -1
         while True:
-            with translated("read results", job_id=job_id), self._pool.connection() as conn:
-                row = conn.execute(RESULTS_PAGE, (job_id, stage, last, page_size)).fetchone()
+            with translated("read results", job_id=job_id):
+                row = self._pool.one_row(RESULTS_PAGE, (job_id, stage, last, page_size))
             text = row["page"] if row else "[]"
             page = parse_json(ResultPage, str(text), "a page of results", job_id=job_id)
             if not page:
