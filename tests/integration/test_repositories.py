@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -11,7 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from repositories.db import SchemaPool, open_pool
-from repositories.jobs import JobRepository
+from repositories.groupcommit import GroupCommit
+from repositories.jobs import MAX_SUBMITS_PER_COMMIT, JobRepository, _Submission
 from repositories.poison import PoisonRepository
 from repositories.tasks import TaskRepository
 from schemas.exceptions import Conflict, ContractViolation, DatabaseError, NotFound
@@ -92,6 +95,80 @@ def test_submit_is_idempotent(jobs: JobRepository) -> None:
     assert record.parameters == {"label": "submit"}
     assert [s.status for s in jobs.stages(job)] == [StageStatus.PENDING] * 2
     assert len(jobs.events(job)) == 1
+
+
+def test_one_batch_of_submissions_answers_each_in_its_place(jobs: JobRepository) -> None:
+    existing = submitted(jobs, "before")
+    a, b = job_id("batch-a"), job_id("batch-b")
+    batch = [
+        _Submission(b, "demo", {"label": "b"}, ["x", "y", "z"], None, "api-key:ops"),
+        _Submission(existing, "demo", {"label": "other"}, ["x"], None, "api"),
+        _Submission(a, "demo", {"label": "a"}, ["x"], existing, "api"),
+        _Submission(b, "demo", {"label": "b again"}, ["x"], None, "api"),  # same id, later
+    ]
+    assert jobs._submit_batch(batch) == [True, False, True, False]
+    assert jobs.get(b).parameters == {"label": "b"}
+    assert [s.name for s in jobs.stages(b)] == ["x", "y", "z"]
+    assert jobs.get(a).rerun_of == existing
+    assert [(e.actor, e.to_status) for e in jobs.events(b)] == [("api-key:ops", "queued")]
+    assert jobs.get(existing).parameters == {"label": "before"}
+
+
+def merge_submissions(jobs: JobRepository, waiting: int) -> list[int]:
+    """Hold the first write until `waiting` more callers queue behind it; record batch sizes."""
+    sizes: list[int] = []
+    write = jobs._submit_batch
+
+    def held(batch: Sequence[_Submission]) -> list[bool]:
+        if not sizes:
+            deadline = time.monotonic() + 10
+            while len(jobs._submits._queue) < waiting and time.monotonic() < deadline:
+                time.sleep(0.005)
+        sizes.append(len(batch))
+        return write(batch)
+
+    jobs._submits = GroupCommit(held, MAX_SUBMITS_PER_COMMIT)
+    return sizes
+
+
+def test_concurrent_submissions_share_a_commit_and_each_gets_its_answer(
+    jobs: JobRepository,
+) -> None:
+    sizes = merge_submissions(jobs, waiting=7)
+    labels = [f"c{n % 6}" for n in range(8)]  # 6 distinct jobs, two of them twice
+    with ThreadPoolExecutor(8) as pool:
+        created = list(
+            pool.map(lambda label: jobs.submit(job_id(label), "demo", {"l": label}, ["x"]), labels)
+        )
+    assert sizes[0] == 1 and sizes[1] == 7  # the held first write, then everyone else at once
+    per_job: dict[str, list[bool]] = {}
+    for label, answer in zip(labels, created, strict=True):
+        per_job.setdefault(label, []).append(answer)
+    assert {label: sorted(a) for label, a in per_job.items()} == {
+        "c0": [False, True],
+        "c1": [False, True],
+        "c2": [True],
+        "c3": [True],
+        "c4": [True],
+        "c5": [True],
+    }
+    assert all(len(jobs.events(job_id(label))) == 1 for label in per_job)
+
+
+def test_a_bad_submission_merged_with_others_fails_alone(jobs: JobRepository) -> None:
+    sizes = merge_submissions(jobs, waiting=3)
+
+    def submit(label: str) -> bool:
+        return jobs.submit(job_id(label), "demo", {}, [] if label == "bad" else ["x"])
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = {label: pool.submit(submit, label) for label in ("first", "g1", "bad", "g2")}
+    assert sizes[:2] == [1, 3]  # the merged batch of three failed, then each went alone
+    with pytest.raises(DatabaseError, match="declares no stage"):
+        futures["bad"].result()
+    assert [futures[label].result() for label in ("first", "g1", "g2")] == [True, True, True]
+    with pytest.raises(NotFound):
+        jobs.get(job_id("bad"))
 
 
 def test_unknown_records_raise_not_found(jobs: JobRepository, tasks: TaskRepository) -> None:
