@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -26,6 +27,12 @@ from schemas.messages import MAX_JOBS_PER_MESSAGE, JobQueueMessage
 log = logging.getLogger(__name__)
 MAX_BATCH = 500
 SENDERS = 16
+# Under load (the previous batch was sent less than BUSY_S ago) the dispatcher waits up
+# to LINGER_S for a message's worth of jobs before it sends: submissions that commit
+# together (group commit) then share one message instead of trickling out a few at a
+# time. A job submitted to an idle dispatcher is sent at once.
+LINGER_S = 0.05
+BUSY_S = 0.1
 
 
 class DispatchMarks(Protocol):
@@ -35,8 +42,15 @@ class DispatchMarks(Protocol):
 class BatchDispatcher:
     """A background sender of stage-1 job messages; `enqueue` never waits for a send."""
 
-    def __init__(self, bus: MessageBus, marks: DispatchMarks, senders: int = SENDERS) -> None:
-        self._bus, self._marks = bus, marks
+    def __init__(
+        self,
+        bus: MessageBus,
+        marks: DispatchMarks,
+        senders: int = SENDERS,
+        linger_s: float = LINGER_S,
+    ) -> None:
+        self._bus, self._marks, self._linger_s = bus, marks, linger_s
+        self._last_sent = -BUSY_S  # time.monotonic() when the previous batch was sent
         # Each job with the context it was submitted in: its message carries that trace.
         self._pending: list[tuple[JobId, contextvars.Context]] = []
         self._changed = threading.Condition()
@@ -62,6 +76,10 @@ class BatchDispatcher:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._pending))
+                if time.monotonic() - self._last_sent < BUSY_S:
+                    self._changed.wait_for(
+                        lambda: len(self._pending) >= MAX_JOBS_PER_MESSAGE, self._linger_s
+                    )
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 self._busy = True
             try:
@@ -70,6 +88,7 @@ class BatchDispatcher:
                 log.warning("sending %d stage-1 job messages failed", len(batch), exc_info=True)
             finally:
                 with self._changed:
+                    self._last_sent = time.monotonic()
                     self._busy = False
                     self._changed.notify_all()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -80,3 +81,18 @@ def test_a_job_whose_send_failed_is_left_unmarked_for_the_sweeper() -> None:
     assert set(marks.marked) == set(good)
     sent = [JobQueueMessage.model_validate_json(e.body) for e in bus.sent]
     assert {job_id for m in sent for job_id in m.job_ids} == set(good)
+
+
+def test_under_load_a_burst_waits_to_share_one_message() -> None:
+    bus, marks = FakeBus(), Marks()
+    dispatcher = BatchDispatcher(bus, marks, senders=2, linger_s=30)
+    first, burst = ids("a", 1), ids("b", MAX_JOBS_PER_MESSAGE)
+    dispatcher.enqueue(first[0])
+    assert dispatcher.wait_idle(10)  # idle: sent at once, without waiting for company
+    for job_id in burst:  # right after a send, the dispatcher waits for a full message
+        dispatcher.enqueue(job_id)
+        time.sleep(0.002)  # a trickle, as submissions arrive
+    assert dispatcher.wait_idle(10)
+    sent = [JobQueueMessage.model_validate_json(e.body) for e in bus.sent]
+    assert [m.job_ids for m in sent] == [first, burst]
+    assert set(marks.marked) == {*first, *burst}
