@@ -65,7 +65,10 @@ class BatchDispatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
                 self._thread.start()
-            self._changed.notify_all()
+            # The loop waits for a first job, then (lingering) for a message's worth: wake
+            # it for those two, not for every submission.
+            if len(self._pending) in (1, MAX_JOBS_PER_MESSAGE):
+                self._changed.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until everything enqueued was sent (or failed); False on timeout."""
