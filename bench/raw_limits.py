@@ -1,8 +1,10 @@
-"""The raw limits each bench figure is read against: Azurite's queue rates, PostgreSQL commits."""
+"""The raw limits each bench figure is read against: Azurite's queue rates, PostgreSQL commits,
+and how fast the machine's CPU is at the moment (it is shared, and its speed moves)."""
 
 from __future__ import annotations
 
 import secrets
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +12,21 @@ import psycopg
 from azure.storage.queue import QueueClient
 
 THREADS = 16
+CPU_REFERENCE_LOOP = 1_000_000
+
+
+def cpu_reference_ms(repeats: int = 5) -> float:
+    """Milliseconds for a fixed pure-Python loop (median of `repeats`): the machine's speed now.
+
+    The same work took 42 ms and 77 ms a few seconds apart on the shared 2-core machine;
+    figures measured while it is slow are read against it.
+    """
+    took = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        sum(i * i for i in range(CPU_REFERENCE_LOOP))
+        took.append(time.perf_counter() - started)
+    return 1000 * statistics.median(took)
 
 
 def azurite_send(connection: str, messages: int) -> float:

@@ -25,6 +25,12 @@ from bench.services import RUN_DIR, host_env, hosts, scratch_database
 from lightsout.devservices import AzuriteService, PostgresService, ensure_azurite, ensure_postgres
 from repositories.migrations import migrate
 
+CPU_COLUMN = "CPU ref ms"
+CPU_CAPTION = (
+    f"{CPU_COLUMN}: a fixed pure-Python loop of {raw_limits.CPU_REFERENCE_LOOP:,} steps, timed just"
+    " before the row (median of 5); the shared machine's speed moves, and a row measured"
+    " while it was slow shows a higher figure there"
+)
 ROWS = ("raw", "http", "e2e", "transitions", "submit", "stage100k", "history", "celery")
 
 
@@ -55,12 +61,14 @@ class Figure:
     values: list[float] = field(default_factory=list)
     raw: str = ""
     note: str = ""
+    cpu_ms: float | None = None  # raw_limits.cpu_reference_ms() just before the figure's row
 
     def cells(self) -> list[str]:
+        cpu = _num(self.cpu_ms)
         if not self.values:
-            return [self.what, "-", "-", "-", self.unit, self.raw, self.note or "not run"]
+            return [self.what, "-", "-", "-", self.unit, cpu, self.raw, self.note or "not run"]
         med, low, high = statistics.median(self.values), min(self.values), max(self.values)
-        return [self.what, _num(med), _num(low), _num(high), self.unit, self.raw, self.note]
+        return [self.what, _num(med), _num(low), _num(high), self.unit, cpu, self.raw, self.note]
 
 
 @dataclass
@@ -74,9 +82,10 @@ class Bench:
     e2e_rates: dict[int, float] = field(default_factory=dict)
     big_jobs: list[str] = field(default_factory=list)
     gap_counts: dict[str, int] = field(default_factory=dict)
+    cpu_ms: float | None = None  # the machine's speed as the current row starts
 
     def figure(self, what: str, unit: str) -> Figure:
-        fig = Figure(what, unit)
+        fig = Figure(what, unit, cpu_ms=self.cpu_ms)
         self.figures.append(fig)
         return fig
 
@@ -271,10 +280,22 @@ class Bench:
 
     def table(self, title: str) -> Table:
         table = Table(title=title)
-        for column in ("what", "median", "min", "max", "unit", "raw limit, same run", "note"):
+        columns = (
+            "what",
+            "median",
+            "min",
+            "max",
+            "unit",
+            CPU_COLUMN,
+            "raw limit, same run",
+            "note",
+        )
+        for column in columns:
             table.add_column(
-                column, justify="right" if column in ("median", "min", "max") else "left"
+                column,
+                justify="right" if column in ("median", "min", "max", CPU_COLUMN) else "left",
             )
+        table.caption = CPU_CAPTION
         for fig in self.figures:
             table.add_row(*fig.cells())
         return table
@@ -317,7 +338,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         for row in ROWS:
             if row in args.rows:
-                console.log(f"bench: {row}")
+                bench.cpu_ms = raw_limits.cpu_reference_ms()
+                console.log(f"bench: {row} (CPU reference {bench.cpu_ms:.1f} ms)")
                 steps[row]()
     finally:
         azurite.stop()
