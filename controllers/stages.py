@@ -85,21 +85,17 @@ class StageDriver:
                 msg.stage,
             )
             return
-        if self._held(job.job_id, msg.stage):
-            return
         controller = self.registry.get(job.job_type)
         per_message = controller.stage(msg.stage).tasks_per_message
         # A stage just advanced into is pending: no stage starts before its job reaches it.
         # Should another process start it meanwhile, start_stage finds it started.
         row = None if entered else self.jobs.stage(job.job_id, msg.stage)
         if row is not None and row.status is not StageStatus.PENDING:
-            self._go_on(row, per_message, holder)
+            if not self._held(job.job_id, msg.stage):
+                self._go_on(row, per_message, holder)
             return
-        try:
-            with span("stage build", job_id=job.job_id, stage=msg.stage):
-                specs = self._build(controller, job, msg.stage)
-        except UserCodeError as exc:
-            self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
+        specs = self._built_unless_held(controller, job, msg.stage)
+        if specs is None:
             return
         if not self.tasks.start_stage(job.job_id, msg.stage, specs):
             self._go_on(self.jobs.stage(job.job_id, msg.stage), per_message, holder)
@@ -121,6 +117,27 @@ class StageDriver:
             self.leave_stage(row.job_id, row.stage)
             return
         self.dispatch(row.job_id, row.stage, per_message, holder)
+
+    def _built_unless_held(
+        self, controller: BaseController[Any], job: JobRecord, stage: int
+    ) -> list[NewTask] | None:
+        """Return the stage's tasks; None if its job type is paused (held) or its build raised.
+
+        The pause is checked after the build, not before it: the first message of the stage
+        runs here without a check of its own (TaskRunner.run_message), and between this check
+        and its claim there is only start_stage's transaction, no user code, no reading of the
+        previous stage's results. A pause that commits in that gap meets tasks being created,
+        as one meets a worker between its own check and its claim. A paused type's build is
+        wasted, not harmful: building a stage again is what a redelivery does.
+        """
+        try:
+            with span("stage build", job_id=job.job_id, stage=stage):
+                specs = self._build(controller, job, stage)
+        except UserCodeError as exc:
+            if not self._held(job.job_id, stage):  # while paused the job waits, as it did
+                self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
+            return None
+        return None if self._held(job.job_id, stage) else specs
 
     def _held(self, job_id: JobId, stage: int) -> bool:
         """Hold the stage's start if its job type is paused; return whether it is."""
