@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from controllers.stages import UserCodeError
 from controllers.transitions import enter_stage
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -202,6 +203,26 @@ def test_a_pause_made_while_a_stage_is_built_holds_its_start(
     deliver("jobs_queue", queue_message(take(azurite, queue_names.jobs)[0]))
     local.drain()
     assert job(waiting).status == "completed"
+
+
+def test_a_build_that_raises_while_paused_holds_the_job_rather_than_failing_it(
+    rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = JobId(submitted("noop_fanout", {"tasks": 2, "stages": 1}))
+    (text,) = take(azurite, queue_names.jobs)
+    pause("noop_fanout")
+
+    def raises(*args: Any) -> Any:
+        raise UserCodeError("build", 1, RuntimeError("downstream is down"))
+
+    monkeypatch.setattr(rt.engine.driver, "_build", raises)
+    deliver("jobs_queue", queue_message(text))
+
+    assert job(waiting).status == "queued"  # the pause decides: built again on resume
+    held = db.execute(
+        "SELECT dispatched_at = pause_hold() AS held FROM jobs WHERE job_id = %s", (waiting,)
+    ).fetchone()
+    assert held == {"held": True}
 
 
 def test_the_janitor_does_not_reap_a_paused_types_tasks(
