@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -84,7 +85,10 @@ class Engine:
             self.outage_wait_s,
         )
         if self.local_runs:
-            self.driver.local = LocalRuns(self.runner.run_message, self.local_runs)
+            # A local run takes a stage's first message only, right after process_stage found
+            # the job type not paused (StageDriver._built_unless_held): not checked again.
+            first = functools.partial(self.runner.run_message, pause_checked=True)
+            self.driver.local = LocalRuns(first, self.local_runs)
 
     def close(self) -> None:
         """Wait for the runs started here (controllers/localrun.py) to end."""

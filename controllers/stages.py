@@ -67,12 +67,15 @@ class StageDriver:
     # Runs a new stage's first message in this process (None: every message is sent).
     local: LocalRuns | None = None
 
-    def process_stage(self, msg: JobQueueMessage, holder: str | None = None) -> None:
+    def process_stage(
+        self, msg: JobQueueMessage, holder: str | None = None, entered: JobRecord | None = None
+    ) -> None:
         """Build the stage's tasks once, then send every task message not yet sent.
 
         `holder`: the dispatch lease the caller already holds on the stage (enter_stage).
+        `entered`: the job as the caller's own advance into the stage left it (leave_stage).
         """
-        job = self.jobs.get(msg.job_id)
+        job = entered or self.jobs.get(msg.job_id)
         if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING) or job.stage != msg.stage:
             log.info(
                 "job %s is %s at stage %d; message for stage %d ignored",
@@ -82,29 +85,66 @@ class StageDriver:
                 msg.stage,
             )
             return
-        if self.jobs.hold_if_paused(job.job_id, msg.stage):
-            log.info("job %s stage %d held: its job type is paused", job.job_id, msg.stage)
-            return
         controller = self.registry.get(job.job_type)
         per_message = controller.stage(msg.stage).tasks_per_message
-        here: set[TaskId] = set()
-        if self.jobs.stage(job.job_id, msg.stage).status is StageStatus.PENDING:
-            try:
-                with span("stage build", job_id=job.job_id, stage=msg.stage):
-                    specs = self._build(controller, job, msg.stage)
-            except UserCodeError as exc:
-                self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
-                return
-            if self.tasks.start_stage(job.job_id, msg.stage, specs):
-                crash_point("after_stage_commit")
-                here = self._run_first_here(job.job_id, msg.stage, per_message, len(specs))
-        stage = self.jobs.stage(job.job_id, msg.stage)
-        if stage.status is not StageStatus.PROCESSING:
+        # A stage just advanced into is pending: no stage starts before its job reaches it.
+        # Should another process start it meanwhile, start_stage finds it started.
+        row = None if entered else self.jobs.stage(job.job_id, msg.stage)
+        if row is not None and row.status is not StageStatus.PENDING:
+            if not self._held(job.job_id, msg.stage):
+                self._go_on(row, per_message, holder)
             return
-        if stage.remaining == 0:
+        specs = self._built_unless_held(controller, job, msg.stage)
+        if specs is None:
+            return
+        if not self.tasks.start_stage(job.job_id, msg.stage, specs):
+            self._go_on(self.jobs.stage(job.job_id, msg.stage), per_message, holder)
+            return
+        crash_point("after_stage_commit")
+        here = self._run_first_here(job.job_id, msg.stage, per_message, len(specs))
+        # Just started here: processing with every task remaining (a cancel since is found
+        # by the dispatch lease, which a stage that is not processing no longer gives).
+        if not specs:
             self.leave_stage(job.job_id, msg.stage)
             return
         self.dispatch(job.job_id, msg.stage, per_message, holder, here)
+
+    def _go_on(self, row: StageRecord, per_message: int, holder: str | None) -> None:
+        """Send the unsent tasks of a stage started before, or leave it if none remains."""
+        if row.status is not StageStatus.PROCESSING:
+            return
+        if row.remaining == 0:
+            self.leave_stage(row.job_id, row.stage)
+            return
+        self.dispatch(row.job_id, row.stage, per_message, holder)
+
+    def _built_unless_held(
+        self, controller: BaseController[Any], job: JobRecord, stage: int
+    ) -> list[NewTask] | None:
+        """Return the stage's tasks; None if its job type is paused (held) or its build raised.
+
+        The pause is checked after the build, not before it: the first message of the stage
+        runs here without a check of its own (TaskRunner.run_message), and between this check
+        and its claim there is only start_stage's transaction, no user code, no reading of the
+        previous stage's results. A pause that commits in that gap meets tasks being created,
+        as one meets a worker between its own check and its claim. A paused type's build is
+        wasted, not harmful: building a stage again is what a redelivery does.
+        """
+        try:
+            with span("stage build", job_id=job.job_id, stage=stage):
+                specs = self._build(controller, job, stage)
+        except UserCodeError as exc:
+            if not self._held(job.job_id, stage):  # while paused the job waits, as it did
+                self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
+            return None
+        return None if self._held(job.job_id, stage) else specs
+
+    def _held(self, job_id: JobId, stage: int) -> bool:
+        """Hold the stage's start if its job type is paused; return whether it is."""
+        if self.jobs.hold_if_paused(job_id, stage):
+            log.info("job %s stage %d held: its job type is paused", job_id, stage)
+            return True
+        return False
 
     def _run_first_here(
         self, job_id: JobId, stage: int, per_message: int, count: int
@@ -224,7 +264,7 @@ class StageDriver:
                 return self._complete(controller, job, result, actor)
             advanced = self.jobs.advance(job_id, result, actor=actor).advanced
             if advanced:
-                enter_stage(self, job_id, stage + 1)
+                enter_stage(self, job_id, stage + 1, _advanced(job, result))
             return advanced
         except UserCodeError as exc:
             return self.jobs.fail(job_id, exc.as_error(), actor, str(exc))
@@ -339,6 +379,15 @@ def task_messages(
         TaskQueueMessage(job_id=job_id, stage=stage, task_ids=list(task_ids[i : i + per_message]))
         for i in range(0, len(task_ids), per_message)
     ]
+
+
+def _advanced(job: JobRecord, result: StageResultContract) -> JobRecord:
+    """The job as advance_job_stage leaves it once `result`'s stage, not the last, is done."""
+    # What building the next stage reads of it: the stage and every stage result so far.
+    results = {**job.stage_results, result.key: result.model_dump(mode="json")}
+    return job.model_copy(
+        update={"stage": result.stage + 1, "stage_results": results, "dispatched_at": None}
+    )
 
 
 def _stage_results(job: JobRecord) -> dict[str, StageResultContract]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from controllers.faults import crash_point
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage
+from schemas.records import JobRecord
 
 if TYPE_CHECKING:
     from controllers.stages import StageDriver
@@ -26,8 +27,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def enter_stage(driver: StageDriver, job_id: JobId, stage: int) -> None:
-    """Build and dispatch `stage` here; on failure fall back to its job message."""
+def enter_stage(
+    driver: StageDriver, job_id: JobId, stage: int, entered: JobRecord | None = None
+) -> None:
+    """Build and dispatch `stage` here; on failure fall back to its job message.
+
+    `entered`: the job as the advance into `stage` just left it, so it is not read again.
+    """
     holder = driver.new_holder()
     if not driver.jobs.take_dispatch_lease(job_id, stage, holder, driver.dispatch_lease):
         # Someone else holds the stage (or the job moved on): they, or the sweeper once
@@ -36,7 +42,7 @@ def enter_stage(driver: StageDriver, job_id: JobId, stage: int) -> None:
         return
     try:
         crash_point("while_entering_stage")
-        driver.process_stage(JobQueueMessage(job_id=job_id, stage=stage), holder)
+        driver.process_stage(JobQueueMessage(job_id=job_id, stage=stage), holder, entered)
     except Exception as exc:  # not lost: the job message (or the sweeper) takes it
         log.warning("building stage %d of job %s here failed: %s", stage, job_id, exc)
         # Released first, so the process that takes the job message can take the lease.

@@ -95,15 +95,16 @@ class TaskRunner:
     heartbeat_s: float = 10.0
     outage_wait_s: float = 120.0
 
-    def run_message(self, msg: TaskQueueMessage) -> None:
+    def run_message(self, msg: TaskQueueMessage, pause_checked: bool = False) -> None:
         """Claim the message's tasks, run each on its own, and leave the stage if one was last.
 
         Ends are group-committed: whatever tasks have ended when the previous write returns
         go to the database together, each still fenced by its own attempt. Every outcome is
         recorded by this loop, under the same outage handling; one that cannot be recorded
-        never discards another's.
+        never discards another's. `pause_checked`: the caller has just found the job type
+        not paused (a new stage's first message, run where it was built).
         """
-        if self.tasks.hold_if_paused(msg.job_id, msg.task_ids):
+        if not pause_checked and self.tasks.hold_if_paused(msg.job_id, msg.task_ids):
             log.info("job %s stage %d: its job type is paused; tasks held", msg.job_id, msg.stage)
             return
         claims = self.tasks.claim(msg.task_ids, self.worker)

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from controllers.stages import UserCodeError
 from controllers.transitions import enter_stage
 from schemas.ids import JobId
 from schemas.messages import JobQueueMessage, TaskQueueMessage
@@ -166,6 +167,62 @@ def test_a_stage_entered_in_process_while_paused_stays_held_until_resume(
     resume("noop_fanout")
     sent = [JobQueueMessage.model_validate_json(t) for t in take(azurite, queue_names.jobs)]
     assert sent == [JobQueueMessage(job_id=waiting, stage=1)]
+
+
+def test_a_pause_made_while_a_stage_is_built_holds_its_start(
+    rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIGHTSOUT_LOCAL_RUNS", "2")  # the hosts' default: no check of its own
+    reset_runtime()
+    here = runtime()
+    local = here.engine.driver.local
+    assert local is not None
+    waiting = JobId(submitted("noop_fanout", {"tasks": 2, "stages": 1}))
+    (text,) = take(azurite, queue_names.jobs)
+    build = here.engine.driver._build
+
+    def paused_while_building(*args: Any) -> Any:
+        pause("noop_fanout")
+        return build(*args)
+
+    monkeypatch.setattr(here.engine.driver, "_build", paused_while_building)
+    deliver("jobs_queue", queue_message(text))
+    local.drain()
+
+    # Not started, so nothing to run here or to send: the job waits, held, for the resume.
+    assert job(waiting).status == "queued"
+    assert db.execute("SELECT count(*) AS n FROM tasks").fetchone() == {"n": 0}
+    assert take(azurite, queue_names.tasks) == []
+    held = db.execute(
+        "SELECT dispatched_at = pause_hold() AS held FROM jobs WHERE job_id = %s", (waiting,)
+    ).fetchone()
+    assert held == {"held": True}
+
+    monkeypatch.setattr(here.engine.driver, "_build", build)
+    resume("noop_fanout")
+    deliver("jobs_queue", queue_message(take(azurite, queue_names.jobs)[0]))
+    local.drain()
+    assert job(waiting).status == "completed"
+
+
+def test_a_build_that_raises_while_paused_holds_the_job_rather_than_failing_it(
+    rt: Runtime, db: Conn, azurite: str, queue_names: QueueNames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = JobId(submitted("noop_fanout", {"tasks": 2, "stages": 1}))
+    (text,) = take(azurite, queue_names.jobs)
+    pause("noop_fanout")
+
+    def raises(*args: Any) -> Any:
+        raise UserCodeError("build", 1, RuntimeError("downstream is down"))
+
+    monkeypatch.setattr(rt.engine.driver, "_build", raises)
+    deliver("jobs_queue", queue_message(text))
+
+    assert job(waiting).status == "queued"  # the pause decides: built again on resume
+    held = db.execute(
+        "SELECT dispatched_at = pause_hold() AS held FROM jobs WHERE job_id = %s", (waiting,)
+    ).fetchone()
+    assert held == {"held": True}
 
 
 def test_the_janitor_does_not_reap_a_paused_types_tasks(
