@@ -83,9 +83,7 @@ class SchemaPool(ConnectionPool[Connection]):
         Cheaper in this process than pipeline mode, which a submission paid ~30% of its
         CPU for; the statement is parsed each time (no server-side prepare).
         """
-        parent = current_traceparent()
-        prelude = SET_PATH if parent is None else SET_PATH_AND_TRACE
-        named = (self.schema,) if parent is None else (self.schema, parent)
+        prelude, named = self._prelude()
         with super().connection(timeout) as conn:
             cursor = psycopg.ClientCursor(conn)
             text = cursor.mogrify(f"{prelude}; {query}", (*named, *params)).encode()
@@ -101,6 +99,44 @@ class SchemaPool(ConnectionPool[Connection]):
             finally:
                 conn.autocommit = False
         return rows
+
+    @contextmanager
+    def begun(
+        self, query: str, params: Sequence[object], timeout: float | None = None
+    ) -> Iterator[tuple[Connection, list[dict[str, object]]]]:
+        """A transaction opened by `query` in one round trip; yield the connection and its rows.
+
+        BEGIN, the schema (and the trace) and `query` go as one simple-query string, as in
+        one_trip, instead of BEGIN, SET LOCAL and the query one after another; the block's
+        further statements (a COPY) run in the same transaction, committed when it ends and
+        rolled back if it raises. For a hot path whose first statement decides the rest
+        (TaskRepository.start_stage).
+        """
+        prelude, named = self._prelude()
+        with super().connection(timeout) as conn:
+            cursor = psycopg.ClientCursor(conn)
+            text = cursor.mogrify(f"BEGIN; {prelude}; {query}", (*named, *params)).encode()
+            conn.autocommit = True  # the string's BEGIN opens the transaction, not psycopg
+            try:
+                cursor.execute(text, prepare=False)
+                cursor.nextset()  # past BEGIN
+                cursor.nextset()  # past the prelude, to the statement's result
+                rows = cursor.fetchall() if cursor.description else []
+                yield conn, rows
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status is not TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.autocommit = False
+
+    def _prelude(self) -> tuple[str, tuple[str, ...]]:
+        """The statement naming the schema (and the current trace) first, and its parameters."""
+        parent = current_traceparent()
+        if parent is None:
+            return SET_PATH, (self.schema,)
+        return SET_PATH_AND_TRACE, (self.schema, parent)
 
     def one_row(
         self, query: str, params: Sequence[object], timeout: float | None = None

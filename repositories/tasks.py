@@ -50,12 +50,11 @@ class TaskRepository:
         """Start the stage with its task rows in one transaction; False if already started."""
         with (
             translated("start stage", job_id=job_id, stage=stage),
-            self._pool.connection() as conn,
-        ):
-            row = conn.execute(
+            self._pool.begun(
                 "SELECT start_stage(%s, %s, %s) AS started", (job_id, stage, len(tasks))
-            ).fetchone()
-            if not (row and row["started"]):
+            ) as (conn, rows),
+        ):
+            if not (rows and rows[0]["started"]):
                 return False
             with conn.cursor().copy(COPY_TASKS) as copy:
                 for index, task in enumerate(tasks):

@@ -230,6 +230,20 @@ def test_task_parameters_survive_the_copy(jobs: JobRepository, tasks: TaskReposi
     assert tasks.get(make_task_id(job, 1, 1)).parameters == {}
 
 
+def test_a_stage_whose_copy_fails_is_not_started(
+    jobs: JobRepository, tasks: TaskRepository
+) -> None:
+    job = submitted(jobs, "copy fails")
+    # json.dumps writes NaN, which PostgreSQL's jsonb refuses: the COPY fails half-way.
+    bad = [NewTask("ok"), NewTask("bad", {"x": float("nan")})]
+    with pytest.raises(DatabaseError):
+        tasks.start_stage(job, 1, bad)
+    assert jobs.stage(job, 1).status is StageStatus.PENDING  # start_stage() rolled back too
+    assert tasks.find(job, 1, None).items == []
+    assert tasks.start_stage(job, 1, [NewTask("ok")])  # and the pool's connection is fine
+    assert jobs.stage(job, 1).task_count == 1
+
+
 def test_claim_complete_and_advance(jobs: JobRepository, tasks: TaskRepository) -> None:
     job = submitted(jobs, "flow")
     assert tasks.start_stage(job, 1, [NewTask("noop", {"i": i}) for i in range(3)])
