@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from psycopg.types.json import Jsonb
@@ -17,7 +16,7 @@ from schemas.ids import JobId
 from schemas.records import Advance, Cancelled, JobEvent, JobRecord, Json, StageRecord, StageRef
 from schemas.results import StageResultContract
 from schemas.status import JobStatus
-from schemas.work import Page
+from schemas.work import NewJob, Page
 
 # Submissions merged into one transaction at most (GroupCommit): enough for 16 callers
 # and more, small enough that one statement stays short.
@@ -30,16 +29,6 @@ SUBMIT_MANY = (
     " FROM unnest(%s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[])"
     " WITH ORDINALITY AS u(job_id, job_type, parameters, stages, rerun_of, actor, n)"
 )
-
-
-@dataclass(frozen=True)
-class _Submission:
-    job_id: JobId
-    job_type: str
-    parameters: Json
-    stage_names: Sequence[str]
-    rerun_of: JobId | None
-    actor: str
 
 
 class JobRepository:
@@ -62,10 +51,10 @@ class JobRepository:
         commit (and its WAL flush) is paid once for all of them. A caller whose job fails
         fails alone (GroupCommit writes each caller on its own then).
         """
-        job = _Submission(job_id, job_type, parameters, stage_names, rerun_of, actor)
+        job = NewJob(job_id, job_type, parameters, stage_names, rerun_of, actor)
         return self._submits([job])[0]
 
-    def _submit_batch(self, jobs: Sequence[_Submission]) -> list[bool]:
+    def _submit_batch(self, jobs: Sequence[NewJob]) -> list[bool]:
         order = sorted(range(len(jobs)), key=lambda i: jobs[i].job_id)
         ordered = [jobs[i] for i in order]
         columns = (

@@ -1,7 +1,8 @@
-"""What the engine hands its stores: new tasks, the ends and retries of attempts, pages."""
+"""What the engine hands its stores: new jobs and tasks, the ends and retries of attempts, pages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Generic, TypeVar
@@ -11,6 +12,18 @@ from schemas.records import Json, TaskError
 from schemas.status import TaskStatus
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create with its pending stages (the repository's submit, one per caller)."""
+
+    job_id: JobId
+    job_type: str
+    parameters: Json
+    stage_names: Sequence[str]
+    rerun_of: JobId | None = None
+    actor: str = "api"
 
 
 @dataclass(frozen=True)

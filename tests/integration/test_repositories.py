@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from repositories.db import SchemaPool, open_pool
 from repositories.groupcommit import GroupCommit
-from repositories.jobs import MAX_SUBMITS_PER_COMMIT, JobRepository, _Submission
+from repositories.jobs import MAX_SUBMITS_PER_COMMIT, JobRepository
 from repositories.poison import PoisonRepository
 from repositories.tasks import TaskRepository
 from schemas.exceptions import Conflict, ContractViolation, DatabaseError, NotFound
@@ -23,7 +23,7 @@ from schemas.records import TaskError
 from schemas.results import StageResultContract
 from schemas.settings import Settings, load_settings
 from schemas.status import JobStatus, StageStatus, TaskStatus
-from schemas.work import NewTask
+from schemas.work import NewJob, NewTask
 
 SCHEMA = "lightsout"
 ERROR = TaskError(type="ValueError", message="boom", attempt=1)
@@ -101,10 +101,10 @@ def test_one_batch_of_submissions_answers_each_in_its_place(jobs: JobRepository)
     existing = submitted(jobs, "before")
     a, b = job_id("batch-a"), job_id("batch-b")
     batch = [
-        _Submission(b, "demo", {"label": "b"}, ["x", "y", "z"], None, "api-key:ops"),
-        _Submission(existing, "demo", {"label": "other"}, ["x"], None, "api"),
-        _Submission(a, "demo", {"label": "a"}, ["x"], existing, "api"),
-        _Submission(b, "demo", {"label": "b again"}, ["x"], None, "api"),  # same id, later
+        NewJob(b, "demo", {"label": "b"}, ["x", "y", "z"], None, "api-key:ops"),
+        NewJob(existing, "demo", {"label": "other"}, ["x"], None, "api"),
+        NewJob(a, "demo", {"label": "a"}, ["x"], existing, "api"),
+        NewJob(b, "demo", {"label": "b again"}, ["x"], None, "api"),  # same id, later
     ]
     assert jobs._submit_batch(batch) == [True, False, True, False]
     assert jobs.get(b).parameters == {"label": "b"}
@@ -119,7 +119,7 @@ def merge_submissions(jobs: JobRepository, waiting: int) -> list[int]:
     sizes: list[int] = []
     write = jobs._submit_batch
 
-    def held(batch: Sequence[_Submission]) -> list[bool]:
+    def held(batch: Sequence[NewJob]) -> list[bool]:
         if not sizes:
             deadline = time.monotonic() + 10
             while len(jobs._submits._queue) < waiting and time.monotonic() < deadline:
