@@ -83,15 +83,10 @@ class SchemaPool(ConnectionPool[Connection]):
         Cheaper in this process than pipeline mode, which a submission paid ~30% of its
         CPU for; the statement is parsed each time (no server-side prepare).
         """
-        prelude, named = self._prelude()
         with super().connection(timeout) as conn:
-            cursor = psycopg.ClientCursor(conn)
-            text = cursor.mogrify(f"{prelude}; {query}", (*named, *params)).encode()
             conn.autocommit = True  # no BEGIN of psycopg's: the string is its own transaction
             try:
-                cursor.execute(text, prepare=False)
-                cursor.nextset()  # past the prelude, to the statement's result
-                rows = cursor.fetchall() if cursor.description else []
+                rows = self._named_first(conn, "", query, params)
             except BaseException:
                 if conn.info.transaction_status is not TransactionStatus.IDLE:
                     conn.execute("ROLLBACK")
@@ -112,17 +107,10 @@ class SchemaPool(ConnectionPool[Connection]):
         rolled back if it raises. For a hot path whose first statement decides the rest
         (TaskRepository.start_stage).
         """
-        prelude, named = self._prelude()
         with super().connection(timeout) as conn:
-            cursor = psycopg.ClientCursor(conn)
-            text = cursor.mogrify(f"BEGIN; {prelude}; {query}", (*named, *params)).encode()
             conn.autocommit = True  # the string's BEGIN opens the transaction, not psycopg
             try:
-                cursor.execute(text, prepare=False)
-                cursor.nextset()  # past BEGIN
-                cursor.nextset()  # past the prelude, to the statement's result
-                rows = cursor.fetchall() if cursor.description else []
-                yield conn, rows
+                yield conn, self._named_first(conn, "BEGIN; ", query, params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.info.transaction_status is not TransactionStatus.IDLE:
@@ -131,12 +119,23 @@ class SchemaPool(ConnectionPool[Connection]):
             finally:
                 conn.autocommit = False
 
-    def _prelude(self) -> tuple[str, tuple[str, ...]]:
-        """The statement naming the schema (and the current trace) first, and its parameters."""
+    def _named_first(
+        self, conn: Connection, start: str, query: str, params: Sequence[object]
+    ) -> list[dict[str, object]]:
+        """Send `start`, the schema (and the trace), then `query`, as one simple-query string.
+
+        The parameters are bound here, as psycopg's ClientCursor binds them. Returns the
+        rows of `query`, the string's last statement.
+        """
         parent = current_traceparent()
-        if parent is None:
-            return SET_PATH, (self.schema,)
-        return SET_PATH_AND_TRACE, (self.schema, parent)
+        prelude = SET_PATH if parent is None else SET_PATH_AND_TRACE
+        named = (self.schema,) if parent is None else (self.schema, parent)
+        cursor = psycopg.ClientCursor(conn)
+        text = cursor.mogrify(f"{start}{prelude}; {query}", (*named, *params)).encode()
+        cursor.execute(text, prepare=False)
+        while cursor.nextset():  # past BEGIN and the prelude, to the statement's result
+            pass
+        return cursor.fetchall() if cursor.description else []
 
     def one_row(
         self, query: str, params: Sequence[object], timeout: float | None = None
