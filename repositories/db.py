@@ -83,17 +83,8 @@ class SchemaPool(ConnectionPool[Connection]):
         Cheaper in this process than pipeline mode, which a submission paid ~30% of its
         CPU for; the statement is parsed each time (no server-side prepare).
         """
-        with super().connection(timeout) as conn:
-            conn.autocommit = True  # no BEGIN of psycopg's: the string is its own transaction
-            try:
-                rows = self._named_first(conn, "", query, params)
-            except BaseException:
-                if conn.info.transaction_status is not TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                conn.autocommit = False
-        return rows
+        with self._unmanaged(timeout) as conn:  # the string is its own transaction
+            return self._named_first(conn, "", query, params)
 
     @contextmanager
     def begun(
@@ -107,11 +98,20 @@ class SchemaPool(ConnectionPool[Connection]):
         rolled back if it raises. For a hot path whose first statement decides the rest
         (TaskRepository.start_stage).
         """
+        with self._unmanaged(timeout) as conn:  # the string's BEGIN opens the transaction
+            yield conn, self._named_first(conn, "BEGIN; ", query, params)
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _unmanaged(self, timeout: float | None) -> Iterator[Connection]:
+        """A pooled connection on which psycopg opens no transaction: the caller's SQL does.
+
+        A block that raises leaves no transaction open behind it (ROLLBACK if one is).
+        """
         with super().connection(timeout) as conn:
-            conn.autocommit = True  # the string's BEGIN opens the transaction, not psycopg
+            conn.autocommit = True
             try:
-                yield conn, self._named_first(conn, "BEGIN; ", query, params)
-                conn.execute("COMMIT")
+                yield conn
             except BaseException:
                 if conn.info.transaction_status is not TransactionStatus.IDLE:
                     conn.execute("ROLLBACK")
