@@ -1,0 +1,20 @@
+-- Issue 9: procedures that name tasks by an array of ids look them up by key, also before
+-- the first ANALYZE of the tasks table.
+--
+-- A new deployment (and the bench's scratch database) grows its tasks table for minutes
+-- before autovacuum first analyzes it. Without statistics the planner sizes the table from
+-- its page count and a default row width, and for tables of a few thousand finished tasks
+-- it joined a batch of ids against a sequential scan of every task: each recorded batch of
+-- task ends, each mark of sent messages read the whole table, and the stage transition
+-- latency grew with every job run (N = 100: p50 20 -> 55 ms over four rounds of 30
+-- transitions, 150 sequential scans of tasks a round; bench/PROFILE.md). A batch names at
+-- most a few hundred ids, so looking each one up in tasks_pkey is right at any table size:
+-- these procedures plan with sequential scans off (a cost, not a ban: a table with no
+-- usable index would still be scanned).
+ALTER FUNCTION claim_tasks(text[], text) SET enable_seqscan = off;
+ALTER FUNCTION complete_tasks_and_check_stage(text[], integer[], text[], jsonb[], jsonb[])
+    SET enable_seqscan = off;
+ALTER FUNCTION deferred_tasks(text[]) SET enable_seqscan = off;
+ALTER FUNCTION heartbeat_tasks(text[], text) SET enable_seqscan = off;
+ALTER FUNCTION hold_tasks_if_paused(text, text[]) SET enable_seqscan = off;
+ALTER FUNCTION mark_tasks_dispatched(text[]) SET enable_seqscan = off;
