@@ -34,6 +34,7 @@ CrashPoint = Literal[
     "while_entering_stage",  # the stage was left; the next one not yet built nor sent
     "before_batched_send",  # submissions answered 202, their stage-1 messages not sent
     "before_local_claim",  # a stage's first message handed to a local thread, not claimed
+    "between_stage_parts",  # a stage started with its first message's tasks, the rest uncreated
 ]
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from controllers.engine import Engine
 from controllers.ports import JanitorQueues, PoisonReplays, RecoveryStore
 from controllers.stages import send_and_mark, task_messages
+from controllers.transitions import enter_stage
 from controllers.worker import backoff
 from schemas.exceptions import Conflict, DatabaseError, JobTypeError, QueueError
 from schemas.ids import JobId
@@ -203,9 +204,10 @@ class Recovery:
                 f"job is {job.status.value}: only a failed job whose stage failed can be retried",
                 job_id=job_id,
             )
-        stage = retried.stage
-        self.engine.driver.dispatch(job_id, stage, controller.stage(stage).tasks_per_message)
-        return stage, retried.task_count
+        # Entered as the next stage is: its tasks sent, and any the stop found uncreated
+        # created first (sql/0011); should that fail, the stage message covers it.
+        enter_stage(self.engine.driver, job_id, retried.stage)
+        return retried.stage, retried.task_count
 
     def replay_poison(self, poison_id: int, force: bool = False) -> str:
         """Send a poison message's raw body again to the queue it first came from.

@@ -56,6 +56,16 @@ class UserCodeError(Exception):
         }
 
 
+class NondeterministicBuild(Exception):
+    """A stage's build, run again, made another number of tasks than the first time."""
+
+    def __init__(self, row: StageRecord, made: int) -> None:
+        super().__init__(
+            f"stage {row.stage} was started with {row.task_count} tasks, but building it again"
+            f" made {made}: a stage's build must make the same tasks each time"
+        )
+
+
 @dataclass
 class StageDriver:
     jobs: JobStore
@@ -92,22 +102,67 @@ class StageDriver:
         row = None if entered else self.jobs.stage(job.job_id, msg.stage)
         if row is not None and row.status is not StageStatus.PENDING:
             if not self._held(job.job_id, msg.stage):
+                if row.status is StageStatus.PROCESSING and row.uncreated:
+                    self._create_rest(controller, job, row, holder)
                 self._go_on(row, per_message, holder)
             return
         specs = self._built_unless_held(controller, job, msg.stage)
         if specs is None:
             return
-        if not self.tasks.start_stage(job.job_id, msg.stage, specs):
+        first = self._first_message_size(per_message, len(specs))
+        if not self.tasks.start_stage(job.job_id, msg.stage, specs, first):
             self._go_on(self.jobs.stage(job.job_id, msg.stage), per_message, holder)
             return
         crash_point("after_stage_commit")
-        here = self._run_first_here(job.job_id, msg.stage, per_message, len(specs))
+        here = self._run_first_here(job.job_id, msg.stage, first)
+        if first < len(specs):
+            crash_point("between_stage_parts")
+            self.tasks.create_rest(job.job_id, msg.stage, specs)
+            self._created(job.job_id, msg.stage, holder)
         # Just started here: processing with every task remaining (a cancel since is found
         # by the dispatch lease, which a stage that is not processing no longer gives).
         if not specs:
             self.leave_stage(job.job_id, msg.stage)
             return
         self.dispatch(job.job_id, msg.stage, per_message, holder, here)
+
+    def _first_message_size(self, per_message: int, count: int) -> int:
+        """How many tasks the new stage starts with: its first message's when run here.
+
+        Those are created in the stage's first transaction, to be claimed by the local run
+        while the rest are created in a second one (sql/0011); with no local run, all at once.
+        """
+        if self.local is None or count == 0:
+            return count
+        return min(count, packing_for(per_message, count))
+
+    def _create_rest(
+        self, controller: BaseController[Any], job: JobRecord, row: StageRecord, holder: str | None
+    ) -> None:
+        """Create the tasks that the process which started the stage left uncreated (it died).
+
+        The stage is built again; its tasks are known by position, so the build must make
+        as many as the first time, or the job fails naming both counts.
+        """
+        try:
+            with span("stage build", job_id=job.job_id, stage=row.stage):
+                specs = self._build(controller, job, row.stage)
+            if len(specs) != row.task_count:
+                raise UserCodeError("build", row.stage, NondeterministicBuild(row, len(specs)))
+        except UserCodeError as exc:
+            self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
+            return
+        created = self.tasks.create_rest(job.job_id, row.stage, specs)
+        log.info("job %s stage %d: created %d tasks left uncreated", job.job_id, row.stage, created)
+        self._created(job.job_id, row.stage, holder)
+
+    def _created(self, job_id: JobId, stage: int, holder: str | None) -> None:
+        """Every task of the stage exists: its stage message is done (sql/0011).
+
+        With `holder` the caller (enter_stage) marks it once the stage is dispatched.
+        """
+        if holder is None:
+            self.jobs.mark_dispatched(job_id, stage)
 
     def _go_on(self, row: StageRecord, per_message: int, holder: str | None) -> None:
         """Send the unsent tasks of a stage started before, or leave it if none remains."""
@@ -146,16 +201,13 @@ class StageDriver:
             return True
         return False
 
-    def _run_first_here(
-        self, job_id: JobId, stage: int, per_message: int, count: int
-    ) -> set[TaskId]:
-        """Hand the new stage's first message to a local thread; return the tasks it names.
+    def _run_first_here(self, job_id: JobId, stage: int, size: int) -> set[TaskId]:
+        """Hand the new stage's first `size` tasks to a local thread; return the tasks.
 
         Those tasks are not sent: see controllers/localrun.py for what covers them.
         """
-        if self.local is None or count == 0:
+        if self.local is None or size == 0:
             return set()
-        size = min(count, packing_for(per_message, count))
         first = TaskQueueMessage(
             job_id=job_id,
             stage=stage,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from psycopg.types.json import Jsonb
 
-from repositories.db import SchemaPool
+from repositories.db import Connection, SchemaPool
 from repositories.errors import parse_json, parse_row, translated
 from repositories.groupcommit import GroupCommit
 from repositories.paging import decode_cursor, encode_cursor
@@ -41,35 +41,69 @@ COPY_TASKS = (
 )
 
 
+def _copy_tasks(
+    conn: Connection, job_id: JobId, stage: int, tasks: Sequence[NewTask], start: int, stop: int
+) -> None:
+    """COPY the rows of tasks[start:stop], each at its position in the stage."""
+    with conn.cursor().copy(COPY_TASKS) as copy:
+        for index in range(start, stop):
+            task = tasks[index]
+            copy.write_row(
+                (
+                    make_task_id(job_id, stage, index),
+                    job_id,
+                    stage,
+                    index,
+                    task.task_type,
+                    json.dumps(task.parameters),
+                    task.max_attempts,
+                )
+            )
+
+
 class TaskRepository:
     def __init__(self, pool: SchemaPool) -> None:
         self._pool = pool
         self._group = GroupCommit(self._end_batch)
 
-    def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool:
-        """Start the stage with its task rows in one transaction; False if already started."""
+    def start_stage(
+        self, job_id: JobId, stage: int, tasks: Sequence[NewTask], created: int | None = None
+    ) -> bool:
+        """Start the stage with its task rows in one transaction; False if already started.
+
+        With `created`, only the first `created` tasks are created now, the rest later by
+        create_rest (sql/0011): the first ones can be claimed before the rest are written.
+        """
+        first = len(tasks) if created is None else created
         with (
             translated("start stage", job_id=job_id, stage=stage),
             self._pool.begun(
-                "SELECT start_stage(%s, %s, %s) AS started", (job_id, stage, len(tasks))
+                "SELECT start_stage_in_parts(%s, %s, %s, %s) AS started",
+                (job_id, stage, len(tasks), first),
             ) as (conn, rows),
         ):
             if not (rows and rows[0]["started"]):
                 return False
-            with conn.cursor().copy(COPY_TASKS) as copy:
-                for index, task in enumerate(tasks):
-                    copy.write_row(
-                        (
-                            make_task_id(job_id, stage, index),
-                            job_id,
-                            stage,
-                            index,
-                            task.task_type,
-                            json.dumps(task.parameters),
-                            task.max_attempts,
-                        )
-                    )
+            _copy_tasks(conn, job_id, stage, tasks, 0, first)
         return True
+
+    def create_rest(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> int:
+        """Create the started stage's uncreated tasks, as `tasks` has them; return how many.
+
+        0 when none is left to create (another process did, or the stage ended). Raises if
+        the stage was started with another number of tasks than `tasks` has.
+        """
+        with (
+            translated("create stage tasks", job_id=job_id, stage=stage),
+            self._pool.begun(
+                "SELECT create_rest_of_stage(%s, %s, %s) AS first", (job_id, stage, len(tasks))
+            ) as (conn, rows),
+        ):
+            first = rows[0]["first"] if rows else None
+            if not isinstance(first, int):
+                return 0
+            _copy_tasks(conn, job_id, stage, tasks, first, len(tasks))
+        return len(tasks) - first
 
     def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool:
         """Hold the unclaimed tasks while the job's type is paused; return whether it is."""

@@ -56,6 +56,8 @@ class StageRecord(_Row):
     completed_count: int = Field(ge=0)
     failed_count: int = Field(ge=0)
     cancelled_count: int = Field(ge=0)
+    # Tasks of the stage not created yet (their rows come in a second transaction; sql/0011).
+    uncreated: int = Field(default=0, ge=0)
     started_at: datetime | None
     finished_at: datetime | None
 

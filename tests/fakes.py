@@ -88,6 +88,7 @@ class StageRow:
     completed_count: int = 0
     failed_count: int = 0
     cancelled_count: int = 0
+    uncreated: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     dispatch_holder: str | None = None
@@ -341,6 +342,9 @@ class FakeJobStore:
                 row = self.db.stages[job_id, number]
                 if row.status not in (StageStatus.PENDING, StageStatus.PROCESSING):
                     continue
+                if row.status is StageStatus.PROCESSING:  # tasks never created count cancelled
+                    row.remaining -= row.uncreated
+                    row.cancelled_count += row.uncreated
                 failed = status is JobStatus.FAILED and row.status is StageStatus.PROCESSING
                 ended = (row.status, StageStatus.FAILED if failed else StageStatus.CANCELLED)
                 row.status, row.finished_at = ended[1], now
@@ -372,7 +376,12 @@ class FakeTaskStore:
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db
 
-    def start_stage(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> bool:
+    def start_stage(
+        self, job_id: JobId, stage: int, tasks: Sequence[NewTask], created: int | None = None
+    ) -> bool:
+        first = len(tasks) if created is None else created
+        if not 0 <= first <= len(tasks):
+            raise DatabaseError(f"start stage: {first} of {len(tasks)} tasks created")
         if any(task.max_attempts < 1 for task in tasks):
             raise DatabaseError("start stage: violates check constraint task_max_attempts_positive")
         with self.db.lock:
@@ -390,20 +399,45 @@ class FakeTaskStore:
             if job.status is JobStatus.QUEUED:
                 job.status, job.updated_at = JobStatus.PROCESSING, now
                 self.db.event(job_id, "job_status", stage, ("queued", "processing"))
-            for index, task in enumerate(tasks):
-                task_id = make_task_id(job_id, stage, index)
-                self.db.tasks[task_id] = TaskRow(
-                    task_id,
-                    job_id,
-                    stage,
-                    index,
-                    task.task_type,
-                    jsonb(task.parameters) or {},
-                    task.max_attempts,
-                    now,
-                    now,
-                )
+            if first < len(tasks):  # the stage message is due until the rest are created
+                row.uncreated = len(tasks) - first
+                job.dispatched_at, job.updated_at = None, now
+            self._create(job_id, stage, tasks, 0, first)
             return True
+
+    def create_rest(self, job_id: JobId, stage: int, tasks: Sequence[NewTask]) -> int:
+        with self.db.lock:
+            row = self.db.stages.get((job_id, stage))
+            if row is None:
+                raise NotFound("create stage tasks: no such stage", job_id=job_id, stage=stage)
+            if row.status is not StageStatus.PROCESSING or row.uncreated == 0:
+                return 0
+            if len(tasks) != row.task_count:
+                raise DatabaseError(
+                    f"create stage tasks: stage {stage} of job {job_id} was started with"
+                    f" {row.task_count} tasks, but its build now made {len(tasks)}"
+                )
+            first, row.uncreated = row.task_count - row.uncreated, 0
+            self._create(job_id, stage, tasks, first, len(tasks))
+            return len(tasks) - first
+
+    def _create(
+        self, job_id: JobId, stage: int, tasks: Sequence[NewTask], start: int, stop: int
+    ) -> None:
+        now = self.db.now()
+        for index in range(start, stop):
+            task, task_id = tasks[index], make_task_id(job_id, stage, index)
+            self.db.tasks[task_id] = TaskRow(
+                task_id,
+                job_id,
+                stage,
+                index,
+                task.task_type,
+                jsonb(task.parameters) or {},
+                task.max_attempts,
+                now,
+                now,
+            )
 
     def hold_if_paused(self, job_id: JobId, task_ids: Sequence[TaskId]) -> bool:
         return False

@@ -22,11 +22,11 @@ TASKS, STAGES = 100, 2
 PARAMS = {"tasks": TASKS, "stages": STAGES, "sleep_ms": 2}
 
 
-def crash(fleet: Fleet, point: str) -> HostProcess:
+def crash(fleet: Fleet, point: str, params: dict[str, int] = PARAMS) -> HostProcess:
     """Start a host that dies at `point`, and make it get there."""
     crasher = fleet.start(f"crash-{point}", LIGHTSOUT_CRASH_AT=point)
     try:
-        status, body = crasher.api.request("POST", "jobs/noop_fanout", PARAMS)
+        status, body = crasher.api.request("POST", "jobs/noop_fanout", params)
         say(f"submit to {crasher.name} answered {status} {body.get('status')}")
     except ApiError as exc:
         say(f"submit to {crasher.name} got no answer, as the host died: {exc}")
@@ -176,3 +176,31 @@ def test_crash_before_the_local_run_claims_the_first_message(fleet: Fleet, probe
     resent = sum(int(e["detail"]["tasks"]) for e in probe.events(job_id, "repair"))
     say(f"the sweeper sent {resent} tasks")
     assert resent == len(unsent)
+
+
+def test_crash_between_the_two_parts_of_a_stage(fleet: Fleet, probe: Probe) -> None:
+    # The host that built stage 1 (300 tasks) started it with its first message's 100
+    # tasks, to run them on a thread of its own, and died before it created the other 200.
+    tasks = 300
+    crash(fleet, "between_stage_parts", {**PARAMS, "tasks": tasks})
+    job_id = only_job(probe)
+    stage = probe.rows(
+        "SELECT s.status, s.uncreated, j.dispatched_at, (SELECT count(*) FROM tasks t"
+        " WHERE t.job_id = s.job_id AND t.stage = 1) AS created"
+        " FROM job_stages s JOIN jobs j USING (job_id) WHERE s.job_id = %s AND s.stage = 1",
+        job_id,
+    )[0]
+    say(f"left behind: stage 1 {stage['status']} with {stage['created']} tasks created,"
+        f" {stage['uncreated']} not, dispatched_at {stage['dispatched_at']}")  # fmt: skip
+    assert (stage["status"], stage["created"], stage["uncreated"]) == ("processing", 100, 200)
+    assert stage["dispatched_at"] is None
+
+    heal(fleet, probe, job_id)
+    check_completed_once(probe, job_id, tasks, STAGES)
+    found = set(repairs(probe, job_id))
+    # The first 100 may have been claimed before the host died (then reaped), or not (sent).
+    assert "stage 1 by janitor: stage message never sent: the sweeper sends it" in found
+    assert found <= {
+        "stage 1 by janitor: stage message never sent: the sweeper sends it",
+        "stage 1 by janitor: task message never sent: the sweeper sends it",
+    }

@@ -62,6 +62,9 @@ PROCEDURES = {
     "report_task_progress",
     # 0008
     "tasks_have_their_stage",
+    # 0011
+    "start_stage_in_parts",
+    "create_rest_of_stage",
 }
 
 CATALOG_QUERIES = {

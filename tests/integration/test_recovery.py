@@ -26,7 +26,7 @@ from schemas.ids import JobId, TaskId, make_task_id
 from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import TaskError
 from schemas.status import JobStatus, TaskStatus
-from schemas.work import NewTask
+from schemas.work import NewTask, TaskEnd
 from tests.integration.test_triggers import call_http
 from triggers.runtime import Runtime, reset_runtime, runtime
 
@@ -228,6 +228,31 @@ def test_operator_retry_reruns_the_failed_tasks_and_the_job_completes(rt: Runtim
     assert (task.status, task.attempt) == (TaskStatus.COMPLETED, 4)
     status, body = call_http("retry_job", "POST", {"job_id": job_id})
     assert status == 409, body
+
+
+def test_operator_retry_creates_the_tasks_a_stop_found_uncreated(rt: Runtime) -> None:
+    # The process that started stage 1 created its first 100 tasks and died before the rest;
+    # one of those failed for good, and the janitor failed the job meanwhile.
+    job_id = rt.engine.submit("noop_fanout", {"tasks": 250, "stages": 1}).job_id
+    for message in rt.queues.receive_raw(rt.queues.jobs_queue):
+        rt.queues.delete_raw(rt.queues.jobs_queue, message)
+    assert rt.tasks.start_stage(job_id, 1, [NewTask("noop_1", {}, 3)] * 250, 100)
+    first = make_task_id(job_id, 1, 0)
+    (claim,) = rt.tasks.claim([first], "w1")
+    rt.tasks.end_many([TaskEnd(first, claim.attempt, TaskStatus.FAILED, error=ERROR)])
+    assert rt.jobs.fail(job_id, {"message": "stalled"}, "janitor", "stalled")
+    row = rt.jobs.stage(job_id, 1)
+    assert (row.remaining, row.failed_count, row.cancelled_count, row.uncreated) == (0, 1, 249, 150)
+
+    status, body = call_http("retry_job", "POST", {"job_id": job_id})
+    assert status == 202, body
+    row = rt.jobs.stage(job_id, 1)
+    assert (row.remaining, row.failed_count, row.cancelled_count, row.uncreated) == (151, 0, 99, 0)
+    pump(rt)
+    assert rt.jobs.get(job_id).status is JobStatus.COMPLETED
+    ran = [t for t in rt.tasks.find(job_id, 1, TaskStatus.COMPLETED, limit=300).items]
+    assert sorted(t.task_index for t in ran) == [0, *range(100, 250)]
+    assert {(t.task_index, t.attempt) for t in ran if t.attempt != 1} == {(0, 2)}
 
 
 def pump(rt: Runtime, rounds: int = 200) -> None:

@@ -237,6 +237,7 @@ def stage_row(**changes: Any) -> dict[str, Any]:
         "completed_count": 0,
         "failed_count": 0,
         "cancelled_count": 0,
+        "uncreated": 0,
         "started_at": NOW,
         "finished_at": None,
     }

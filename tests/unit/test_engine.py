@@ -39,6 +39,7 @@ from schemas.messages import JobQueueMessage, TaskQueueMessage
 from schemas.records import JobEvent, JobRecord, Json, PoisonRecord, TaskRecord
 from schemas.results import StageResultContract
 from schemas.status import JobStatus, StageStatus, TaskStatus
+from schemas.work import NewTask
 from tests.fakes import FakeBus, FakeDatabase, FakeJobStore, FakePoisonStore, FakeTaskStore
 
 
@@ -476,6 +477,79 @@ def test_a_new_stage_runs_its_first_message_here_unsent(world: World) -> None:
     assert sent == [
         [make_task_id(job_id, 1, i) for i in range(a, b)] for a, b in ((100, 200), (200, 250))
     ]
+
+
+def started_in_parts(world: World, tasks: int, created: int, built: int | None = None) -> JobId:
+    """A noop_fanout job whose stage 1 a process started with `created` of its tasks, then died.
+
+    `built`: how many tasks that process's build made, if not what the job's build makes.
+    """
+    job_id = world.engine.submit("noop_fanout", {"tasks": tasks, "stages": 1}).job_id
+    world.bus.take("jobs")  # the stage message that process was handling
+    specs = [NewTask("noop_1", {}, 3)] * (tasks if built is None else built)
+    assert world.tasks.start_stage(job_id, 1, specs, created)
+    return job_id
+
+
+@case
+def test_a_stage_left_with_tasks_uncreated_is_finished_by_its_stage_message(world: World) -> None:
+    job_id = started_in_parts(world, 250, 100)
+    row = world.jobs.stage(job_id, 1)
+    assert (row.status, row.task_count, row.remaining, row.uncreated) == (
+        StageStatus.PROCESSING, 250, 250, 150,
+    )  # fmt: skip
+    assert len(world.task_rows(job_id)) == 100
+    # The stage message is due again (the outbox marker is unset): the sweeper sends it.
+    assert world.jobs.get(job_id).dispatched_at is None
+
+    world.engine.handle_job_message(JobQueueMessage(job_id=job_id, stage=1))
+    assert world.jobs.stage(job_id, 1).uncreated == 0
+    assert world.jobs.get(job_id).dispatched_at is not None
+    world.bus.drain(world.engine)
+    job = world.jobs.get(job_id)
+    assert job.status is JobStatus.COMPLETED, job.error
+    tasks = world.task_rows(job_id)
+    assert [t.task_index for t in tasks] == list(range(250))
+    assert {(t.status, t.attempt) for t in tasks} == {(TaskStatus.COMPLETED, 1)}
+    named = [t for m in task_messages(world.bus, 1) for t in m.task_ids]
+    assert sorted(named) == sorted(t.task_id for t in tasks)  # each sent once
+
+    world.engine.handle_job_message(JobQueueMessage(job_id=job_id, stage=1))  # a late copy
+    assert len(world.task_rows(job_id)) == 250
+
+
+@case
+def test_a_stage_built_again_into_another_number_of_tasks_fails_its_job(world: World) -> None:
+    job_id = started_in_parts(world, 250, 100, built=300)
+    world.engine.handle_job_message(JobQueueMessage(job_id=job_id, stage=1))
+    job = world.jobs.get(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error["message"] == (
+        "build of stage 1 raised NondeterministicBuild: stage 1 was started with 300 tasks,"
+        " but building it again made 250: a stage's build must make the same tasks each time"
+    )
+    row = world.jobs.stage(job_id, 1)
+    assert (row.status, row.remaining, row.cancelled_count) == (StageStatus.FAILED, 0, 300)
+    assert len(world.task_rows(job_id)) == 100
+
+
+@case
+def test_a_job_stopped_while_its_stage_is_partly_created_counts_the_rest_cancelled(
+    world: World,
+) -> None:
+    cancelled, failed = started_in_parts(world, 250, 100), started_in_parts(world, 240, 100)
+    assert world.jobs.cancel(cancelled, "operator", "not needed") == (True, JobStatus.CANCELLED)
+    assert world.jobs.fail(failed, {"message": "gave up"}, "janitor", "stalled")
+    for job_id, status, total in (
+        (cancelled, StageStatus.CANCELLED, 250),
+        (failed, StageStatus.FAILED, 240),
+    ):
+        row = world.jobs.stage(job_id, 1)
+        assert (row.status, row.remaining, row.cancelled_count) == (status, 0, total)
+        # A stage message still on its way creates nothing for a stopped stage.
+        world.engine.handle_job_message(JobQueueMessage(job_id=job_id, stage=1))
+        assert len(world.task_rows(job_id)) == 100
 
 
 def stored_jobs(world: World, job_type: str, count: int) -> list[JobId]:
