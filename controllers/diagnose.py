@@ -193,10 +193,17 @@ def stalled(case: Case) -> Verdict | None:
 
 
 def unsent(case: Case) -> Verdict | None:
-    n = case.evidence.unsent_messages
+    n, stage = case.evidence.unsent_messages, case.stage
+    grace = case.timings.sweep_grace.total_seconds()
+    if stage.uncreated and stage.status is StageStatus.PROCESSING:
+        return (
+            DiagnoseState.DISPATCH_PENDING,
+            f"{case.where}: {stage.uncreated} of its {stage.task_count} tasks are not created"
+            " yet; if the process creating them stopped, the sweeper sends the stage message"
+            f" {grace:.0f} s after the stage started, and its handler creates them",
+        )
     if not n:
         return None
-    grace = case.timings.sweep_grace.total_seconds()
     return (
         DiagnoseState.DISPATCH_PENDING,
         f"{case.where}: {n} messages are recorded but not sent yet; if their sender stopped,"

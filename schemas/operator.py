@@ -131,6 +131,7 @@ class StageCounters(_Row):
     completed_count: int
     failed_count: int
     cancelled_count: int
+    uncreated: int = 0  # tasks not created yet (sql/0011)
     started_at: datetime | None
     finished_at: datetime | None
 

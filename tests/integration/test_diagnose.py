@@ -13,6 +13,7 @@ import pytest
 from schemas.ids import JobId, TaskId, make_task_id
 from schemas.operator import Diagnosis
 from schemas.records import TaskError
+from schemas.work import NewTask
 from tests.fixtures_services import QueueNames
 from tests.integration.test_triggers import (
     call_http,
@@ -86,6 +87,24 @@ def test_dispatch_pending(rt: Runtime, db: Conn, azurite: str, queue_names: Queu
     assert found.state == "dispatch_pending"
     assert found.evidence.unsent_messages == 3
     assert "3 messages are recorded but not sent yet" in found.verdict
+
+
+def test_a_stage_whose_tasks_are_not_all_created_yet(
+    rt: Runtime, azurite: str, queue_names: QueueNames
+) -> None:
+    # The process that started stage 1 created its first message's tasks, not the rest.
+    job_id = JobId(submitted("noop_fanout", {"tasks": 250}))
+    take(azurite, queue_names.jobs)
+    assert rt.tasks.start_stage(job_id, 1, [NewTask("noop_1", {}, 3)] * 250, 100)
+
+    found = diagnose(job_id)
+
+    assert found.state == "dispatch_pending"
+    assert found.evidence.stages[0].uncreated == 150
+    assert found.verdict.startswith(
+        "stage 1 (noop_1): 150 of its 250 tasks are not created yet; if the process"
+        " creating them stopped, the sweeper sends the stage message"
+    )
 
 
 def test_a_submitted_job_whose_stage_message_is_not_sent_yet(rt: Runtime, db: Conn) -> None:
