@@ -44,15 +44,18 @@ END $$;
 
 -- Take the creation of a started stage's uncreated tasks: returns the index of the first
 -- one, which this transaction then creates up to the last, or NULL when there is nothing
--- to create (all created, or the stage no longer processing). The stage row stays locked
--- until this transaction ends, so two processes cannot both take it. p_task_count is what
--- the caller's build made: a different count from the stage's is an error.
+-- to create (all created, or the stage no longer processing). The job's row stays locked
+-- until this transaction ends, as start_stage keeps it: two processes cannot both take the
+-- stage, and a stop_job or retry_job (which lock that row first) waits for the new tasks
+-- and then sees them. p_task_count is what the caller's build made: a different count
+-- from the stage's is an error.
 CREATE FUNCTION create_rest_of_stage(p_job_id text, p_stage integer, p_task_count integer)
 RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     v_stage job_stages%ROWTYPE;
 BEGIN
+    PERFORM 1 FROM jobs j WHERE j.job_id = p_job_id FOR NO KEY UPDATE;
     SELECT * INTO v_stage FROM job_stages s
      WHERE s.job_id = p_job_id AND s.stage = p_stage FOR NO KEY UPDATE;
     IF NOT FOUND THEN

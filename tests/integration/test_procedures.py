@@ -601,3 +601,75 @@ def test_tasks_of_a_stage_without_its_row_are_refused(conn: Conn) -> None:
         )
     rows = conn.execute("SELECT count(*) AS n FROM tasks WHERE job_id = %s", (job,)).fetchone()
     assert rows == {"n": 2}
+
+
+def insert_tasks(conn: Conn, job: str, stage: int, first: int, stop: int) -> None:
+    """Insert the stage's tasks first..stop-1, as the repository's COPY does."""
+    conn.execute(
+        "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type)"
+        " SELECT %(job)s || '-s' || %(stage)s || '-t' || i, %(job)s, %(stage)s, i, 'noop'"
+        " FROM generate_series(%(first)s, %(stop)s - 1) AS i",
+        {"job": job, "stage": stage, "first": first, "stop": stop},
+    )
+
+
+def test_a_stage_is_created_in_two_parts_once(conn: Conn) -> None:
+    job = submit(conn, "two parts", stages=1)
+    with conn.transaction():
+        row = conn.execute("SELECT start_stage_in_parts(%s, 1, 250, 100) AS ok", (job,))
+        assert row.fetchone() == {"ok": True}
+        insert_tasks(conn, job, 1, 0, 100)
+    stage = conn.execute(
+        "SELECT s.remaining, s.uncreated, j.dispatched_at FROM job_stages s"
+        " JOIN jobs j USING (job_id) WHERE s.job_id = %s",
+        (job,),
+    ).fetchone()
+    assert stage == {"remaining": 250, "uncreated": 150, "dispatched_at": None}
+    with pytest.raises(pg_errors.DataException, match="started with 250 tasks"):
+        conn.execute("SELECT create_rest_of_stage(%s, 1, 240)", (job,))
+    rest = "SELECT create_rest_of_stage(%s, 1, 250) AS first"
+    with conn.transaction():
+        assert conn.execute(rest, (job,)).fetchone() == {"first": 100}
+        insert_tasks(conn, job, 1, 100, 250)
+    assert conn.execute(rest, (job,)).fetchone() == {"first": None}  # nothing left to take
+
+
+def test_a_cancel_waits_for_the_rest_of_a_stage_being_created(database_url: str) -> None:
+    # Without the job row's lock, the cancel cancelled the tasks it saw (the first 100) and
+    # the 150 committed meanwhile stayed queued in a cancelled job.
+    with connect(database_url) as creator, connect(database_url) as operator:
+        job = submit(creator, "cancelled while created", stages=1)
+        with creator.transaction():
+            creator.execute("SELECT start_stage_in_parts(%s, 1, 250, 100)", (job,))
+            insert_tasks(creator, job, 1, 0, 100)
+        answer: list[dict[str, Any] | None] = []
+        cancel = threading.Thread(
+            target=lambda: answer.append(
+                operator.execute("SELECT * FROM cancel_job(%s, 'op', 'stop')", (job,)).fetchone()
+            )
+        )
+        with creator.transaction():
+            row = creator.execute("SELECT create_rest_of_stage(%s, 1, 250) AS first", (job,))
+            assert row.fetchone() == {"first": 100}
+            insert_tasks(creator, job, 1, 100, 250)
+            cancel.start()
+            waiting = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+            pid = operator.info.backend_pid
+            for _ in range(500):  # until the cancel waits on a lock this transaction holds
+                seen = creator.execute(waiting, (pid,)).fetchone()
+                if seen and seen["wait_event_type"] == "Lock":
+                    break
+                threading.Event().wait(0.01)
+            else:
+                raise AssertionError("the cancel never waited for the stage's creation")
+        cancel.join()
+        assert answer == [{"cancelled": True, "status": "cancelled"}]
+        statuses = creator.execute(
+            "SELECT status, count(*)::integer AS n FROM tasks WHERE job_id = %s GROUP BY status",
+            (job,),
+        ).fetchall()
+        assert statuses == [{"status": "cancelled", "n": 250}]
+        stage = creator.execute(
+            "SELECT status, remaining, cancelled_count FROM job_stages WHERE job_id = %s", (job,)
+        ).fetchone()
+        assert stage == {"status": "cancelled", "remaining": 0, "cancelled_count": 250}
