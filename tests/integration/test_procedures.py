@@ -56,13 +56,20 @@ def start(conn: Conn, job: str, stage: int, tasks: int, max_attempts: int = 3) -
             "SELECT start_stage(%s, %s, %s) AS started", (job, stage, tasks)
         ).fetchone()
         assert row == {"started": True}
-        conn.execute(
-            "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type, max_attempts)"
-            " SELECT %(job)s || '-s' || %(stage)s || '-t' || i, %(job)s, %(stage)s, i, 'noop',"
-            " %(m)s FROM generate_series(0, %(n)s - 1) AS i",
-            {"job": job, "stage": stage, "n": tasks, "m": max_attempts},
-        )
+        insert_tasks(conn, job, stage, 0, tasks, max_attempts)
     return [f"{job}-s{stage}-t{i}" for i in range(tasks)]
+
+
+def insert_tasks(
+    conn: Conn, job: str, stage: int, first: int, stop: int, max_attempts: int = 3
+) -> None:
+    """Insert the stage's tasks first..stop-1, as the repository's COPY does."""
+    conn.execute(
+        "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type, max_attempts)"
+        " SELECT %(job)s || '-s' || %(stage)s || '-t' || i, %(job)s, %(stage)s, i, 'noop',"
+        " %(m)s FROM generate_series(%(first)s, %(stop)s - 1) AS i",
+        {"job": job, "stage": stage, "first": first, "stop": stop, "m": max_attempts},
+    )
 
 
 def new_stage(conn: Conn, label: str, tasks: int, stages: int = 2, **kw: int) -> list[str]:
@@ -601,16 +608,6 @@ def test_tasks_of_a_stage_without_its_row_are_refused(conn: Conn) -> None:
         )
     rows = conn.execute("SELECT count(*) AS n FROM tasks WHERE job_id = %s", (job,)).fetchone()
     assert rows == {"n": 2}
-
-
-def insert_tasks(conn: Conn, job: str, stage: int, first: int, stop: int) -> None:
-    """Insert the stage's tasks first..stop-1, as the repository's COPY does."""
-    conn.execute(
-        "INSERT INTO tasks (task_id, job_id, stage, task_index, task_type)"
-        " SELECT %(job)s || '-s' || %(stage)s || '-t' || i, %(job)s, %(stage)s, i, 'noop'"
-        " FROM generate_series(%(first)s, %(stop)s - 1) AS i",
-        {"job": job, "stage": stage, "first": first, "stop": stop},
-    )
 
 
 def test_a_stage_is_created_in_two_parts_once(conn: Conn) -> None:
