@@ -99,28 +99,12 @@ def assert_by_key(plans: list[str], statement: str) -> None:
 def test_by_id_statements_use_the_primary_key_on_a_long_history(history_conn: Conn) -> None:
     tasks = new_stage(history_conn, "history-plans", STAGE_TASKS)
 
-    plans = plans_of(history_conn, "SELECT mark_tasks_dispatched(%s)", (tasks[:100],))
-    assert_by_key(plans, "UPDATE tasks t SET dispatched_at = now()")
+    for call, params, statement in by_id_calls(tasks):
+        assert_by_key(plans_of(history_conn, call, params), statement)
 
-    plans = plans_of(history_conn, "SELECT * FROM claim_tasks(%s, 'w1')", (tasks[:25],))
-    assert_by_key(plans, "WITH claimable AS")
-
-    plans = plans_of(history_conn, "SELECT heartbeat_tasks(%s, 'w1')", (tasks[:25],))
-    assert_by_key(plans, "UPDATE tasks t SET heartbeat_at = now()")
-
-    plans = plans_of(history_conn, "SELECT * FROM deferred_tasks(%s)", (tasks[25:50],))
-    assert_by_key(plans, "extract(epoch FROM t.next_attempt_at - now())")
-
-    # The statements still did their work: the claimed tasks are the first 25.
+    # The statements still did their work: the first 25 were claimed, then completed.
     assert sorted(claim(history_conn, tasks[:30])) == sorted(tasks[25:30])
-
     ends = tasks[:25]
-    plans = plans_of(
-        history_conn,
-        "SELECT * FROM complete_tasks_and_check_stage(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
-        (ends, [1] * 25, ["completed"] * 25, ["{}"] * 25, [None] * 25),
-    )
-    assert_by_key(plans, "WITH input AS")
     done = history_conn.execute(
         "SELECT count(*) AS n FROM tasks WHERE task_id = ANY (%s) AND status = 'completed'",
         (ends,),
@@ -178,10 +162,22 @@ def by_id_calls(tasks: list[str]) -> list[tuple[str, tuple[Any, ...], str]]:
     """Each by-id procedure of the task path, its arguments, and a text of its statement."""
     ends = tasks[:25]
     return [
-        ("SELECT mark_tasks_dispatched(%s)", (tasks[:100],), "UPDATE tasks t SET dispatched_at"),
+        (
+            "SELECT mark_tasks_dispatched(%s)",
+            (tasks[:100],),
+            "UPDATE tasks t SET dispatched_at = now()",
+        ),
         ("SELECT * FROM claim_tasks(%s, 'w1')", (tasks[:25],), "WITH claimable AS"),
-        ("SELECT heartbeat_tasks(%s, 'w1')", (tasks[:25],), "UPDATE tasks t SET heartbeat_at"),
-        ("SELECT * FROM deferred_tasks(%s)", (tasks[25:50],), "t.next_attempt_at - now()"),
+        (
+            "SELECT heartbeat_tasks(%s, 'w1')",
+            (tasks[:25],),
+            "UPDATE tasks t SET heartbeat_at = now()",
+        ),
+        (
+            "SELECT * FROM deferred_tasks(%s)",
+            (tasks[25:50],),
+            "extract(epoch FROM t.next_attempt_at - now())",
+        ),
         (
             "SELECT * FROM complete_tasks_and_check_stage(%s, %s, %s, %s::jsonb[], %s::jsonb[])",
             (ends, [1] * 25, ["completed"] * 25, ["{}"] * 25, [None] * 25),
