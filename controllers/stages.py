@@ -117,8 +117,7 @@ class StageDriver:
         here = self._run_first_here(job.job_id, msg.stage, first)
         if first < len(specs):
             crash_point("between_stage_parts")
-            self.tasks.create_rest(job.job_id, msg.stage, specs)
-            self._created(job.job_id, msg.stage, holder)
+            self._create_the_rest(job.job_id, msg.stage, specs, holder)
         # Just started here: processing with every task remaining (a cancel since is found
         # by the dispatch lease, which a stage that is not processing no longer gives).
         if not specs:
@@ -152,17 +151,20 @@ class StageDriver:
         except UserCodeError as exc:
             self.jobs.fail(job.job_id, exc.as_error(), "engine", str(exc))
             return
-        created = self.tasks.create_rest(job.job_id, row.stage, specs)
+        created = self._create_the_rest(job.job_id, row.stage, specs, holder)
         log.info("job %s stage %d: created %d tasks left uncreated", job.job_id, row.stage, created)
-        self._created(job.job_id, row.stage, holder)
 
-    def _created(self, job_id: JobId, stage: int, holder: str | None) -> None:
-        """Every task of the stage exists: its stage message is done (sql/0011).
+    def _create_the_rest(
+        self, job_id: JobId, stage: int, specs: list[NewTask], holder: str | None
+    ) -> int:
+        """Create the stage's uncreated tasks; then its stage message is done (sql/0011).
 
-        With `holder` the caller (enter_stage) marks it once the stage is dispatched.
+        With `holder` the caller (enter_stage) marks the message done once it dispatched.
         """
+        created = self.tasks.create_rest(job_id, stage, specs)
         if holder is None:
             self.jobs.mark_dispatched(job_id, stage)
+        return created
 
     def _go_on(self, row: StageRecord, per_message: int, holder: str | None) -> None:
         """Send the unsent tasks of a stage started before, or leave it if none remains."""
