@@ -23,11 +23,17 @@ Loc = tuple[str | int, ...]
 
 
 def check_params(req: func.HttpRequest) -> None:
-    """Raise BadRequest for a NUL character in a query or route parameter."""
+    """Raise BadRequest for a NUL character in a query or route parameter or a header.
+
+    PostgreSQL's text holds none, and a header's value may reach it (X-Lightsout-Actor).
+    """
     for kind, params in (("query", req.params), ("route", req.route_params)):
         for name, value in params.items():
             if "\x00" in name or "\x00" in value:
                 raise BadRequest(f"{kind} parameter {name!r} contains a NUL character")
+    for name, value in req.headers.items():
+        if "\x00" in value:
+            raise BadRequest(f"header {name!r} contains a NUL character")
 
 
 def json_body(req: func.HttpRequest) -> object:

@@ -123,6 +123,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        # RFC 9110 5.5: a field value with a NUL is invalid; rejected here, it never reaches
+        # a function (which would pass it on to PostgreSQL, where text cannot hold one).
+        nul = next((name for name, value in self.headers.items() if "\x00" in value), None)
+        if nul is not None:
+            message = f"header {nul!r} contains a NUL character"
+            self._send_error(HTTPStatus.BAD_REQUEST, "bad_request", message)
+            return
         url = urlsplit(self.path)
         if url.path.rstrip("/") == STATUS_PATH:
             self._send_json(HTTPStatus.OK, {"state": "Running"})

@@ -106,6 +106,18 @@ def test_client_sent_easy_auth_headers_never_reach_the_function(
     assert not [h for h in body["headers"] if h.startswith("x-ms-client-principal")]
 
 
+def test_a_header_value_with_a_nul_character_is_400_naming_the_header(
+    start_host: Callable[..., Host],
+) -> None:
+    # Passed on, it reached PostgreSQL (the X-Lightsout-Actor note), which refused it: a 500.
+    head = "POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Note: a\x00b\r\n"
+
+    status, body = exchange(start_host(), head, b"{}")
+
+    assert (status, body["error"]) == (400, "bad_request")
+    assert body["message"] == "header 'X-Note' contains a NUL character"
+
+
 def test_a_repeated_header_reaches_the_function_once_with_its_values_joined(
     start_host: Callable[..., Host],
 ) -> None:

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from schemas.http import ErrorBody
 from schemas.records import Json
+from tests.fixtures_services import TEST_KEY
 from tests.functions import FUNCTIONS
 from tests.integration.test_triggers import KEY_HEADER, call_http, submit
 from triggers.runtime import Runtime, reset_runtime, runtime
@@ -130,6 +131,21 @@ def test_a_nul_in_a_query_parameter_is_400(rt: Runtime) -> None:
     status, body = call_http("list_jobs", "GET", params={"job_type": "a\x00b"})
 
     assert "NUL" in refused(status, body, 400, "bad_request").message
+
+
+def test_a_nul_in_the_actor_note_is_400_and_submits_nothing(rt: Runtime) -> None:
+    # It reached PostgreSQL in the submission's events, which refused it: a 500.
+    body = json.dumps({"n": 1, "name": "noted"}).encode()
+    headers = {KEY_HEADER: TEST_KEY, "x-lightsout-actor": "a\x00b"}
+
+    status, answer = call_http(
+        "submit_job", "POST", {"job_type": "hello_world"}, body=body, headers=headers
+    )
+
+    assert refused(status, answer, 400, "bad_request").message == (
+        "header 'x-lightsout-actor' contains a NUL character"
+    )
+    assert rt.jobs.find(job_type="hello_world").items == []
 
 
 def test_a_500_carries_an_error_id_that_the_log_has_and_never_the_exception_text(
