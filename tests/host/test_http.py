@@ -132,7 +132,8 @@ class _CountingSocket(socket.socket):
         super().sendall(data, flags)
 
 
-def _read_answer(reader: Any) -> tuple[int, bytes]:
+def read_answer(reader: Any) -> tuple[int, bytes]:
+    """Read one answer from a connection's reader: its status and its body."""
     status = int(reader.readline().split()[1])
     length = 0
     while (line := reader.readline()) not in (b"\r\n", b""):
@@ -156,7 +157,7 @@ def test_each_answer_leaves_in_one_write(start_host: Callable[..., Host]) -> Non
     handler.start()
     with client, client.makefile("rb") as reader:
         client.sendall(b"GET /api/items/7 HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
-        answers = [_read_answer(reader), _read_answer(reader)]
+        answers = [read_answer(reader), read_answer(reader)]
     handler.join(10)
     server_end.close()
 
@@ -183,7 +184,7 @@ def test_a_client_expecting_100_continue_gets_it_before_it_sends_the_body(
         sock.sendall(head.encode())
         interim = reader.readline(), reader.readline()  # times out if it was held back
         sock.sendall(body)
-        status, answer = _read_answer(reader)
+        status, answer = read_answer(reader)
 
     assert interim == (b"HTTP/1.1 100 Continue\r\n", b"\r\n")
     assert (status, json.loads(answer)) == (201, {"received": {"a": [1, 2]}})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lightsout.host import Host
-from tests.host.test_http import call_json
+from tests.host.test_http import call_json, read_answer
 
 
 def exchange(host: Host, head: str, body: bytes = b"", *, read_first: bool = False) -> Any:
@@ -19,22 +19,9 @@ def exchange(host: Host, head: str, body: bytes = b"", *, read_first: bool = Fal
         sock.sendall(head.encode() + b"\r\n")
         if not read_first:
             sock.sendall(body)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    status_line, rest = answer.split(b"\r\n", 1)
-    return int(status_line.split()[1]), json.loads(rest.split(b"\r\n\r\n", 1)[1])
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            return int(value)
-    return 0
+        with sock.makefile("rb") as reader:
+            status, answer = read_answer(reader)
+    return status, json.loads(answer)
 
 
 def post(length: str, extra: str = "") -> str:
